@@ -1,0 +1,5 @@
+"""Allow ``python -m mlsec``."""
+
+from mlsec.cli import main
+
+main()

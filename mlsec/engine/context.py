@@ -1,0 +1,101 @@
+"""Per-artifact inspection state: limits, deadline, expansion budget and the findings sink.
+
+Format readers call each other recursively (a pickle in a zip in a tar.gz); they share one
+:class:`Inspection` per artifact so that the limits hold for the artifact as a whole, not per
+layer. This object is private to one scan of one artifact; what leaves it is frozen Findings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from mlsec import catalog
+from mlsec.engine.stream import BudgetExceeded
+from mlsec.model import Finding, Location, Severity, Skip
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits for inspecting one artifact. Hitting one is a finding, never a crash."""
+
+    max_depth: int = 8                      # container nesting (zip in tar in gzip ...)
+    max_members: int = 100_000              # members per archive
+    max_expanded: int = 32 << 30            # decompressed bytes per artifact
+    max_ratio: int = 250                    # expansion ratio that marks a bomb ...
+    ratio_floor: int = 256 << 20            # ... once this many bytes came out of one stream
+    max_opcodes: int = 50_000_000           # opcodes per pickle stream
+    max_memo: int = 1_000_000               # memo entries per pickle stream
+    max_stack: int = 1_000_000              # stack items + marks per pickle stream
+    max_pickles: int = 10_000               # pickles in one stream (STOP-separated)
+    keep_bytes: int = 16 << 20              # bytes literals kept for nested-payload scanning
+    timeout: float = 300.0                  # seconds per artifact
+
+
+class DeadlineExceeded(Exception):
+    """Raised when the artifact's time budget is used up (cooperative timeout)."""
+
+
+@dataclass
+class Inspection:
+    """Collects findings for one artifact and enforces its limits."""
+
+    path: str
+    scanner: str
+    limits: Limits = field(default_factory=Limits)
+    started: float = field(default_factory=time.monotonic)
+    expanded: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    _seen: set[tuple[str, str, str | None]] = field(default_factory=set)
+
+    def add(
+        self,
+        rule_id: str,
+        message: str,
+        *,
+        key: str,
+        severity: Severity | None = None,
+        member: str | None = None,
+        offset: int | None = None,
+        pointer: str | None = None,
+        evidence: dict[str, str] | None = None,
+    ) -> None:
+        """Record a finding; the same (rule, key, member) is only reported once per artifact."""
+        rule = catalog.rules()[rule_id]  # KeyError here is a bug: every rule must be catalogued
+        ident = (rule_id, key, member)
+        if ident in self._seen:
+            return
+        self._seen.add(ident)
+        self.findings.append(
+            Finding(
+                rule_id=rule_id,
+                severity=rule.severity if severity is None else severity,
+                message=message,
+                path=self.path,
+                scanner=self.scanner,
+                location=Location(offset=offset, member=member, pointer=pointer),
+                key=f"{member or ''}|{key}",
+                evidence=tuple(sorted((evidence or {}).items())),
+            )
+        )
+
+    def skip(self, reason: str, code: str) -> None:
+        """Record that part of the artifact was not inspected."""
+        self.skips.append(Skip(path=self.path, reason=reason, code=code))
+
+    def charge(self, nbytes: int) -> None:
+        """Account decompressed bytes against the artifact's budget (see Stream)."""
+        self.expanded += nbytes
+        if self.expanded > self.limits.max_expanded:
+            raise BudgetExceeded(f"more than {self.limits.max_expanded} bytes decompressed")
+
+    def check_time(self) -> None:
+        """Raise DeadlineExceeded once the artifact's time budget is spent."""
+        if time.monotonic() - self.started > self.limits.timeout:
+            raise DeadlineExceeded(f"inspection exceeded {self.limits.timeout:g}s")
+
+
+def join_member(parent: str | None, name: str) -> str:
+    """Member chain notation: ``outer.zip!inner/data.pkl``."""
+    return name if not parent else f"{parent}!{name}"

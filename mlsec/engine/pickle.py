@@ -1,0 +1,802 @@
+"""mlsec's pickle engine: a symbolic pickle machine that never executes anything.
+
+Why our own engine: scanners built on ``pickletools.genops`` or on regexes see imports but not
+what is *called*, lose track of values that travel through the memo, stop at the first STOP,
+give up on damaged streams, and materialize every byte string (a 1 GiB tensor costs 1 GiB of
+RAM). This engine simulates the unpickler's stack, mark stack and memo with symbolic values:
+
+* every global a stream can reach (GLOBAL, STACK_GLOBAL, INST, EXT1/2/4) is resolved to
+  ``module.name`` — with Python 2 names mapped and dotted/dunder attribute chains examined;
+* every call (REDUCE, NEWOBJ, NEWOBJ_EX, INST, OBJ) records its target and a short preview
+  of its arguments, so evidence reads like ``posix.system('curl … | sh')``;
+* allowlist first: a pickle is clean only if each global is on ``rules/pickle/safe.toml``;
+  ``unsafe.toml`` entries are CRITICAL; anything else is HIGH when called, MEDIUM when only
+  imported;
+* large byte strings are skipped on the stream, not read, so memory stays flat;
+* damage is a finding: what was seen before it is still reported.
+
+The engine reads one pickle (up to STOP) per :meth:`PickleMachine.run`; callers decide what
+follows (another pickle, joblib array data, legacy torch storages, trailing data).
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import codecs
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlsec import catalog
+from mlsec.engine.context import Inspection
+from mlsec.engine.stream import Stream
+
+# ---------------------------------------------------------------------------------------------
+# Symbolic values
+# ---------------------------------------------------------------------------------------------
+
+_KEEP_ITEMS = 64        # items kept per container for previews and small-value logic
+_SMALL_STR = 4096       # strings longer than this are kept only as their length
+_LINE_LIMIT = 64 << 20  # protocol-0 argument lines
+_SHORT_LINE = 4096
+
+
+@dataclass(eq=False)
+class Global:
+    """An imported ``module.name``."""
+
+    module: str
+    name: str
+    offset: int
+    opcode: str
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(eq=False)
+class Blob:
+    """A bytes/bytearray literal: its place in the stream, and its data when small enough."""
+
+    offset: int
+    length: int
+    data: bytes | None
+
+
+@dataclass(eq=False)
+class Call:
+    """The object produced by calling ``func`` (REDUCE/NEWOBJ/INST/OBJ)."""
+
+    func: Any
+    args: Any
+    offset: int
+
+
+@dataclass(eq=False)
+class Persistent:
+    """A persistent id (PERSID/BINPERSID): resolved by the loader, e.g. torch storages."""
+
+    pid: Any
+
+
+@dataclass(eq=False)
+class Container:
+    """A tuple/list/dict/set; keeps the first items, counts the rest."""
+
+    kind: str
+    items: list[Any] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, *values: Any) -> None:
+        for v in values:
+            self.count += 1
+            if len(self.items) < _KEEP_ITEMS:
+                self.items.append(v)
+
+    def as_dict(self) -> dict[Any, Any]:
+        """Key/value pairs of a dict container whose keys are constants."""
+        out = {}
+        it = iter(self.items)
+        for k, v in zip(it, it):
+            if isinstance(k, (str, int, bytes, bool)) or k is None:
+                out[k] = v
+        return out
+
+
+@dataclass(eq=False)
+class LongText:
+    """A text literal too long to keep (only its length is recorded)."""
+
+    length: int
+
+
+class Damage(Exception):
+    """The stream is corrupt or truncated at ``offset``."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class LimitHit(Exception):
+    """A resource limit stopped the parse."""
+
+
+def preview(value: Any, budget: int = 120) -> str:
+    """Short, safe, printable rendering of a symbolic value for evidence."""
+
+    def r(v: Any, depth: int) -> str:
+        if depth > 4:
+            return "…"
+        if isinstance(v, Global):
+            return v.qualname
+        if isinstance(v, Call):
+            return f"{r(v.func, depth + 1)}{r(v.args, depth + 1) if isinstance(v.args, Container) and v.args.kind == 'tuple' else '(…)'}"
+        if isinstance(v, Blob):
+            if v.data is not None and v.length <= 48:
+                return repr(v.data)
+            return f"<{v.length} bytes>"
+        if isinstance(v, LongText):
+            return f"<{v.length}-char str>"
+        if isinstance(v, Persistent):
+            return f"persistent_id({r(v.pid, depth + 1)})"
+        if isinstance(v, Container):
+            inner = ", ".join(r(i, depth + 1) for i in v.items[:8])
+            if v.count > 8:
+                inner += ", …"
+            if v.kind == "tuple":
+                return f"({inner}{',' if v.count == 1 else ''})"
+            if v.kind == "list":
+                return f"[{inner}]"
+            if v.kind == "dict":
+                pairs = list(zip(v.items[::2], v.items[1::2]))[:6]
+                return "{" + ", ".join(f"{r(k, depth + 1)}: {r(x, depth + 1)}" for k, x in pairs) + "}"
+            return "{" + inner + "}"
+        if isinstance(v, str):
+            return repr(v if len(v) <= 80 else v[:77] + "...")
+        if v is None or isinstance(v, (int, float, bool)):
+            return repr(v)
+        return "?"
+
+    text = r(value, 0)
+    text = "".join(ch if ch.isprintable() else "\\x%02x" % (ord(ch) & 0xFF) for ch in text)
+    return text if len(text) <= budget else text[: budget - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportSite:
+    """Where and how a global was used in one pickle."""
+
+    module: str
+    name: str
+    offset: int
+    opcode: str
+    called: bool = False
+    call_offset: int | None = None
+    call_args: str = ""
+
+
+@dataclass
+class PickleInfo:
+    """What one run of the machine saw (one pickle, up to STOP or damage)."""
+
+    start: int
+    end: int = 0
+    protocol: int = 0
+    opcodes: int = 0
+    stopped: bool = False
+    result: Any = None
+    imports: dict[str, ImportSite] = field(default_factory=dict)
+    persistent_ids: list[Any] = field(default_factory=list)
+    payloads: list[tuple[Global, Blob]] = field(default_factory=list)
+    damage: Damage | None = None
+
+
+# Hook signature for joblib-style inline data: called after BUILD on an object whose class is
+# ``qualname``; it may consume bytes from the stream (array data, nested pickles).
+BuildHook = Callable[["PickleMachine", Call, Any], None]
+
+_PY2_NAMES = {
+    "__builtin__": "builtins",
+    "copy_reg": "copyreg",
+    "cPickle": "pickle",
+    "exceptions": "builtins",
+}
+
+
+def normalize(module: str, name: str) -> tuple[str, str]:
+    """Map Python 2 spellings to what a Python 3 unpickler imports (fix_imports=True)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    if module in _compat_pickle.IMPORT_MAPPING:
+        return _compat_pickle.IMPORT_MAPPING[module], name
+    return _PY2_NAMES.get(module, module), name
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine
+# ---------------------------------------------------------------------------------------------
+
+
+class PickleMachine:
+    """Simulates one pickle on ``stream``; report findings into ``insp``.
+
+    ``member`` labels findings with the container member the stream came from;
+    ``base_offset`` is added to stream offsets in evidence (for payloads inside payloads);
+    ``build_hooks`` lets container formats handle data written inline after BUILD (joblib).
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        insp: Inspection,
+        *,
+        member: str | None = None,
+        build_hooks: dict[str, BuildHook] | None = None,
+    ) -> None:
+        self.stream = stream
+        self.insp = insp
+        self.member = member
+        self.lists = catalog.pickle_globals()
+        self.build_hooks = build_hooks or {}
+        self.kept_bytes = 0
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _need(self, n: int, what: str) -> bytes:
+        data = self.stream.read_exact(n)
+        if data is None:
+            raise Damage(f"truncated {what}", self.stream.tell())
+        return data
+
+    def _line(self, limit: int, what: str) -> bytes:
+        line = self.stream.readline(limit)
+        if not line.endswith(b"\n"):
+            if len(line) >= limit:
+                raise Damage(f"{what} argument longer than {limit} bytes", self.stream.tell())
+            raise Damage(f"truncated {what} argument", self.stream.tell())
+        return line[:-1]
+
+    def _blob(self, length: int, kind: str) -> Blob:
+        offset = self.stream.tell()
+        remaining = self.stream.remaining()
+        if remaining is not None and length > remaining:
+            raise Damage(f"{kind} of {length} bytes runs past the end ({remaining} left)", offset)
+        if length <= self.insp.limits.keep_bytes - self.kept_bytes:
+            data = self._need(length, kind)
+            self.kept_bytes += length
+            return Blob(offset, length, data)
+        if self.stream.skip(length) != length:
+            raise Damage(f"truncated {kind}", offset)
+        return Blob(offset, length, None)
+
+    def _text(self, length: int, kind: str) -> str | LongText:
+        offset = self.stream.tell()
+        remaining = self.stream.remaining()
+        if remaining is not None and length > remaining:
+            raise Damage(f"{kind} of {length} bytes runs past the end", offset)
+        if length > _SMALL_STR:
+            if self.stream.skip(length) != length:
+                raise Damage(f"truncated {kind}", offset)
+            return LongText(length)
+        return self._need(length, kind).decode("utf-8", "surrogatepass")
+
+    # -- globals -------------------------------------------------------------------------------
+    def _global(self, info: PickleInfo, module: str, name: str, offset: int, opcode: str) -> Global:
+        module, name = normalize(module, name)
+        g = Global(module, name, offset, opcode)
+        site = info.imports.get(g.qualname)
+        if site is None:
+            info.imports[g.qualname] = ImportSite(module, name, offset, opcode)
+        return g
+
+    def _note_call(self, info: PickleInfo, func: Any, args: Any, offset: int) -> None:
+        if isinstance(func, Global):
+            site = info.imports[func.qualname]
+            if not site.called:
+                site.called = True
+                site.call_offset = offset
+                site.call_args = preview(args)
+            if self.lists.loads_payload(func.module, func.name) and isinstance(args, Container):
+                first = args.items[0] if args.items else None
+                if isinstance(first, Blob):
+                    info.payloads.append((func, first))
+        elif not isinstance(func, (Persistent,)):
+            self.insp.add(
+                "MLSEC-PICKLE-002",
+                f"Pickle calls a computed object: {preview(func)}{preview(args)}",
+                key=f"computed-call {preview(func, 60)}",
+                member=self.member,
+                offset=offset,
+                evidence={"offset": str(offset), "callable": preview(func), "args": preview(args)},
+            )
+
+    # -- main loop -----------------------------------------------------------------------------
+    def run(self) -> PickleInfo:
+        """Simulate one pickle from the current position up to STOP (or damage)."""
+        info = PickleInfo(start=self.stream.tell())
+        try:
+            self._run(info)
+        except Damage as exc:
+            info.damage = exc
+        except LimitHit as exc:
+            self.insp.add(
+                "MLSEC-PICKLE-009",
+                f"Pickle exceeds a resource limit: {exc}",
+                key=f"limit {exc}",
+                member=self.member,
+                offset=self.stream.tell(),
+                evidence={"limit": str(exc)},
+            )
+        info.end = self.stream.tell()
+        self.report(info)
+        return info
+
+    def _run(self, info: PickleInfo) -> None:  # noqa: C901 - one branch per opcode is clearest
+        stream = self.stream
+        limits = self.insp.limits
+        stack: list[Any] = []
+        marks: list[list[Any]] = []
+        memo: dict[int, Any] = {}
+        depth = 0
+
+        def pop() -> Any:
+            if not stack:
+                raise Damage("stack underflow", offset)
+            return stack.pop()
+
+        def pop_mark() -> list[Any]:
+            nonlocal stack, depth
+            if not marks:
+                raise Damage("MARK expected", offset)
+            items = stack
+            stack = marks.pop()
+            depth -= 1
+            return items
+
+        def container(kind: str, items: list[Any]) -> Container:
+            c = Container(kind)
+            c.add(*items)
+            return c
+
+        while True:
+            offset = stream.tell()
+            code = stream.read(1)
+            if not code:
+                raise Damage("missing STOP opcode (stream ends early)", offset)
+            info.opcodes += 1
+            if info.opcodes > limits.max_opcodes:
+                raise LimitHit(f"more than {limits.max_opcodes} opcodes")
+            if info.opcodes & 0xFFF == 0:
+                self.insp.check_time()
+                if len(stack) + depth > limits.max_stack:
+                    raise LimitHit(f"stack deeper than {limits.max_stack}")
+            op = code[0]
+
+            if op == 0x2E:  # STOP
+                info.result = stack[-1] if stack else None
+                if not stack:
+                    raise Damage("STOP with an empty stack", offset)
+                info.stopped = True
+                return
+            elif op == 0x80:  # PROTO
+                info.protocol = self._need(1, "PROTO")[0]
+                if info.protocol > 5:
+                    raise Damage(f"unsupported pickle protocol {info.protocol}", offset)
+            elif op == 0x95:  # FRAME
+                self._need(8, "FRAME")
+            elif op == 0x28:  # MARK
+                marks.append(stack)
+                stack = []
+                depth += 1
+                if depth > limits.max_stack:
+                    raise LimitHit(f"more than {limits.max_stack} nested marks")
+            elif op == 0x30:  # POP
+                if stack:
+                    stack.pop()
+                else:
+                    pop_mark()
+            elif op == 0x31:  # POP_MARK
+                pop_mark()
+            elif op == 0x32:  # DUP
+                v = pop()
+                stack.extend((v, v))
+            # -- constants --
+            elif op == 0x4E:  # NONE
+                stack.append(None)
+            elif op == 0x88:
+                stack.append(True)
+            elif op == 0x89:
+                stack.append(False)
+            elif op == 0x4B:  # BININT1
+                stack.append(self._need(1, "BININT1")[0])
+            elif op == 0x4D:  # BININT2
+                stack.append(struct.unpack("<H", self._need(2, "BININT2"))[0])
+            elif op == 0x4A:  # BININT
+                stack.append(struct.unpack("<i", self._need(4, "BININT"))[0])
+            elif op == 0x49:  # INT
+                line = self._line(_SHORT_LINE, "INT")
+                try:
+                    stack.append(True if line == b"01" else False if line == b"00" else int(line))
+                except ValueError:
+                    raise Damage(f"bad INT argument {line[:20]!r}", offset) from None
+            elif op == 0x4C:  # LONG
+                line = self._line(_LINE_LIMIT, "LONG").rstrip(b"L")
+                try:
+                    stack.append(int(line) if len(line) < 4300 else 0)
+                except ValueError:
+                    raise Damage("bad LONG argument", offset) from None
+            elif op == 0x8A:  # LONG1
+                n = self._need(1, "LONG1")[0]
+                stack.append(int.from_bytes(self._need(n, "LONG1"), "little", signed=True))
+            elif op == 0x8B:  # LONG4
+                n = struct.unpack("<i", self._need(4, "LONG4"))[0]
+                if n < 0:
+                    raise Damage("negative LONG4 length", offset)
+                self._blob(n, "LONG4")
+                stack.append(0)
+            elif op == 0x46:  # FLOAT
+                line = self._line(_SHORT_LINE, "FLOAT")
+                try:
+                    stack.append(float(line))
+                except ValueError:
+                    raise Damage("bad FLOAT argument", offset) from None
+            elif op == 0x47:  # BINFLOAT
+                stack.append(struct.unpack(">d", self._need(8, "BINFLOAT"))[0])
+            # -- strings and bytes --
+            elif op == 0x53:  # STRING (repr-quoted)
+                line = self._line(_LINE_LIMIT, "STRING")
+                if len(line) < 2 or line[0] != line[-1] or line[:1] not in (b"'", b'"'):
+                    raise Damage("STRING argument is not quoted", offset)
+                try:
+                    stack.append(codecs.escape_decode(line[1:-1])[0].decode("latin-1"))
+                except Exception:
+                    raise Damage("bad STRING escape", offset) from None
+            elif op == 0x54:  # BINSTRING
+                n = struct.unpack("<i", self._need(4, "BINSTRING"))[0]
+                if n < 0:
+                    raise Damage("negative BINSTRING length", offset)
+                b = self._blob(n, "BINSTRING")
+                stack.append(b.data.decode("latin-1") if b.data is not None and n <= _SMALL_STR else b)
+            elif op == 0x55:  # SHORT_BINSTRING
+                n = self._need(1, "SHORT_BINSTRING")[0]
+                stack.append(self._need(n, "SHORT_BINSTRING").decode("latin-1"))
+            elif op == 0x56:  # UNICODE
+                line = self._line(_LINE_LIMIT, "UNICODE")
+                stack.append(line.decode("raw-unicode-escape", "replace"))
+            elif op == 0x58:  # BINUNICODE
+                n = struct.unpack("<I", self._need(4, "BINUNICODE"))[0]
+                stack.append(self._text(n, "BINUNICODE"))
+            elif op == 0x8C:  # SHORT_BINUNICODE
+                n = self._need(1, "SHORT_BINUNICODE")[0]
+                stack.append(self._need(n, "SHORT_BINUNICODE").decode("utf-8", "surrogatepass"))
+            elif op == 0x8D:  # BINUNICODE8
+                n = struct.unpack("<Q", self._need(8, "BINUNICODE8"))[0]
+                stack.append(self._text(n, "BINUNICODE8"))
+            elif op == 0x42:  # BINBYTES
+                n = struct.unpack("<I", self._need(4, "BINBYTES"))[0]
+                stack.append(self._blob(n, "BINBYTES"))
+            elif op == 0x43:  # SHORT_BINBYTES
+                n = self._need(1, "SHORT_BINBYTES")[0]
+                stack.append(self._blob(n, "SHORT_BINBYTES"))
+            elif op == 0x8E:  # BINBYTES8
+                n = struct.unpack("<Q", self._need(8, "BINBYTES8"))[0]
+                stack.append(self._blob(n, "BINBYTES8"))
+            elif op == 0x96:  # BYTEARRAY8
+                n = struct.unpack("<Q", self._need(8, "BYTEARRAY8"))[0]
+                stack.append(self._blob(n, "BYTEARRAY8"))
+            elif op == 0x97:  # NEXT_BUFFER (out-of-band buffer supplied by the loader)
+                stack.append(Blob(offset, 0, b""))
+            elif op == 0x98:  # READONLY_BUFFER
+                pass
+            # -- containers --
+            elif op == 0x29:  # EMPTY_TUPLE
+                stack.append(container("tuple", []))
+            elif op == 0x74:  # TUPLE
+                items = pop_mark()  # before touching `stack`: pop_mark rebinds it
+                stack.append(container("tuple", items))
+            elif op in (0x85, 0x86, 0x87):  # TUPLE1/2/3
+                n = op - 0x84
+                if len(stack) < n:
+                    raise Damage("stack underflow in TUPLE", offset)
+                items = stack[-n:]
+                del stack[-n:]
+                stack.append(container("tuple", items))
+            elif op == 0x5D:  # EMPTY_LIST
+                stack.append(container("list", []))
+            elif op == 0x6C:  # LIST
+                items = pop_mark()  # before touching `stack`: pop_mark rebinds it
+                stack.append(container("list", items))
+            elif op == 0x7D:  # EMPTY_DICT
+                stack.append(container("dict", []))
+            elif op == 0x64:  # DICT
+                items = pop_mark()
+                if len(items) % 2:
+                    raise Damage("odd number of items for DICT", offset)
+                stack.append(container("dict", items))
+            elif op == 0x8F:  # EMPTY_SET
+                stack.append(container("set", []))
+            elif op == 0x91:  # FROZENSET
+                items = pop_mark()  # before touching `stack`: pop_mark rebinds it
+                stack.append(container("set", items))
+            elif op == 0x61:  # APPEND
+                v = pop()
+                target = stack[-1] if stack else None
+                if target is None and not stack:
+                    raise Damage("APPEND with an empty stack", offset)
+                if isinstance(target, Container):
+                    target.add(v)
+            elif op in (0x65, 0x90):  # APPENDS, ADDITEMS
+                items = pop_mark()
+                if not stack:
+                    raise Damage("APPENDS with an empty stack", offset)
+                if isinstance(stack[-1], Container):
+                    stack[-1].add(*items)
+            elif op == 0x73:  # SETITEM
+                v = pop()
+                k = pop()
+                if not stack:
+                    raise Damage("SETITEM with an empty stack", offset)
+                if isinstance(stack[-1], Container):
+                    stack[-1].add(k, v)
+            elif op == 0x75:  # SETITEMS
+                items = pop_mark()
+                if len(items) % 2:
+                    raise Damage("odd number of items for SETITEMS", offset)
+                if not stack:
+                    raise Damage("SETITEMS with an empty stack", offset)
+                if isinstance(stack[-1], Container):
+                    stack[-1].add(*items)
+            # -- memo --
+            elif op in (0x70, 0x71, 0x72, 0x94):  # PUT, BINPUT, LONG_BINPUT, MEMOIZE
+                if op == 0x70:
+                    try:
+                        idx = int(self._line(_SHORT_LINE, "PUT"))
+                    except ValueError:
+                        raise Damage("bad PUT index", offset) from None
+                elif op == 0x71:
+                    idx = self._need(1, "BINPUT")[0]
+                elif op == 0x72:
+                    idx = struct.unpack("<I", self._need(4, "LONG_BINPUT"))[0]
+                else:
+                    idx = len(memo)
+                if not stack:
+                    raise Damage("memoize with an empty stack", offset)
+                memo[idx] = stack[-1]
+                if len(memo) > limits.max_memo:
+                    raise LimitHit(f"more than {limits.max_memo} memo entries")
+            elif op in (0x67, 0x68, 0x6A):  # GET, BINGET, LONG_BINGET
+                if op == 0x67:
+                    try:
+                        idx = int(self._line(_SHORT_LINE, "GET"))
+                    except ValueError:
+                        raise Damage("bad GET index", offset) from None
+                elif op == 0x68:
+                    idx = self._need(1, "BINGET")[0]
+                else:
+                    idx = struct.unpack("<I", self._need(4, "LONG_BINGET"))[0]
+                if idx not in memo:
+                    raise Damage(f"memo index {idx} read before it was written", offset)
+                stack.append(memo[idx])
+            # -- imports and calls --
+            elif op == 0x63:  # GLOBAL
+                module = self._line(_SHORT_LINE, "GLOBAL").decode("utf-8", "replace")
+                name = self._line(_SHORT_LINE, "GLOBAL").decode("utf-8", "replace")
+                stack.append(self._global(info, module, name, offset, "GLOBAL"))
+            elif op == 0x93:  # STACK_GLOBAL
+                name = pop()
+                module = pop()
+                if isinstance(module, str) and isinstance(name, str):
+                    stack.append(self._global(info, module, name, offset, "STACK_GLOBAL"))
+                else:
+                    self.insp.add(
+                        "MLSEC-PICKLE-004",
+                        f"STACK_GLOBAL with computed operands: module={preview(module)} name={preview(name)}",
+                        key=f"stack-global {preview(module, 60)} {preview(name, 60)}",
+                        member=self.member,
+                        offset=offset,
+                        evidence={"offset": str(offset), "module": preview(module), "name": preview(name)},
+                    )
+                    stack.append(Call(Global("?", "?", offset, "STACK_GLOBAL"), None, offset))
+            elif op in (0x82, 0x83, 0x84):  # EXT1/2/4
+                size = {0x82: 1, 0x83: 2, 0x84: 4}[op]
+                ext = int.from_bytes(self._need(size, "EXT"), "little", signed=(size == 4))
+                self.insp.add(
+                    "MLSEC-PICKLE-006",
+                    f"Pickle imports through copyreg extension code {ext}",
+                    key=f"ext {ext}",
+                    member=self.member,
+                    offset=offset,
+                    evidence={"offset": str(offset), "extension_code": str(ext)},
+                )
+                stack.append(Global("copyreg", f"<extension {ext}>", offset, "EXT"))
+            elif op == 0x69:  # INST
+                module = self._line(_SHORT_LINE, "INST").decode("utf-8", "replace")
+                name = self._line(_SHORT_LINE, "INST").decode("utf-8", "replace")
+                cls = self._global(info, module, name, offset, "INST")
+                args = container("tuple", pop_mark())
+                self._note_call(info, cls, args, offset)
+                stack.append(Call(cls, args, offset))
+            elif op == 0x6F:  # OBJ
+                items = pop_mark()
+                if not items:
+                    raise Damage("OBJ without a class", offset)
+                cls, args = items[0], container("tuple", items[1:])
+                self._note_call(info, cls, args, offset)
+                stack.append(Call(cls, args, offset))
+            elif op == 0x52:  # REDUCE
+                args = pop()
+                func = pop()
+                self._note_call(info, func, args, offset)
+                stack.append(Call(func, args, offset))
+            elif op == 0x81:  # NEWOBJ
+                args = pop()
+                cls = pop()
+                self._note_call(info, cls, args, offset)
+                stack.append(Call(cls, args, offset))
+            elif op == 0x92:  # NEWOBJ_EX
+                kwargs = pop()
+                args = pop()
+                cls = pop()
+                self._note_call(info, cls, args, offset)
+                stack.append(Call(cls, args, offset))
+                del kwargs
+            elif op == 0x62:  # BUILD
+                state = pop()
+                if not stack:
+                    raise Damage("BUILD with an empty stack", offset)
+                obj = stack[-1]
+                if isinstance(obj, Global):
+                    self.insp.add(
+                        "MLSEC-PICKLE-008",
+                        f"BUILD sets state on imported object {obj.qualname}: {preview(state)}",
+                        key=f"build-global {obj.qualname}",
+                        member=self.member,
+                        offset=offset,
+                        evidence={"offset": str(offset), "target": obj.qualname, "state": preview(state)},
+                    )
+                elif isinstance(obj, Call) and isinstance(obj.func, Global):
+                    hook = self.build_hooks.get(obj.func.qualname)
+                    if hook is not None:
+                        hook(self, obj, state)
+            elif op == 0x50:  # PERSID
+                pid = self._line(_SHORT_LINE, "PERSID").decode("ascii", "replace")
+                info.persistent_ids.append(pid)
+                stack.append(Persistent(pid))
+            elif op == 0x51:  # BINPERSID
+                pid = pop()
+                info.persistent_ids.append(pid)
+                stack.append(Persistent(pid))
+            else:
+                raise Damage(f"unknown opcode 0x{op:02x}", offset)
+
+    # -- reporting -----------------------------------------------------------------------------
+    def report(self, info: PickleInfo) -> None:
+        """Turn what one run saw into findings (imports, damage)."""
+        lists = self.lists
+        for site in info.imports.values():
+            qual = f"{site.module}.{site.name}"
+            evidence = {"offset": str(site.offset), "opcode": site.opcode, "global": qual}
+            if site.called:
+                evidence["call"] = f"{qual}{site.call_args}"
+                evidence["call_offset"] = str(site.call_offset)
+            reason = _unsafe_reason(lists, site.module, site.name)
+            call_text = f" and calls it: {qual}{site.call_args}" if site.called else ""
+            if reason is not None:
+                self.insp.add(
+                    "MLSEC-PICKLE-001",
+                    f"Imports {qual} ({reason}){call_text}",
+                    key=f"GLOBAL {qual}",
+                    member=self.member,
+                    offset=site.offset,
+                    evidence=evidence | {"reason": reason},
+                )
+            elif _dunder_chain(site.name):
+                self.insp.add(
+                    "MLSEC-PICKLE-004",
+                    f"Import walks dunder attributes: {qual}",
+                    key=f"GLOBAL {qual}",
+                    member=self.member,
+                    offset=site.offset,
+                    evidence=evidence,
+                )
+            elif lists.is_safe(site.module, site.name):
+                continue
+            elif site.called:
+                self.insp.add(
+                    "MLSEC-PICKLE-002",
+                    f"Calls {qual}, which is not on the allowlist{call_text.replace(' and calls it', '')}",
+                    key=f"GLOBAL {qual}",
+                    member=self.member,
+                    offset=site.offset,
+                    evidence=evidence,
+                )
+            else:
+                self.insp.add(
+                    "MLSEC-PICKLE-003",
+                    f"Imports {qual}, which is not on the allowlist",
+                    key=f"GLOBAL {qual}",
+                    member=self.member,
+                    offset=site.offset,
+                    evidence=evidence,
+                )
+        if info.damage is not None:
+            self.insp.add(
+                "MLSEC-PICKLE-005",
+                f"Pickle stream is damaged: {info.damage} (after {info.opcodes} opcodes)",
+                key="damage",
+                member=self.member,
+                offset=info.damage.offset,
+                evidence={"offset": str(info.damage.offset), "error": str(info.damage)},
+            )
+
+
+def _dunder_chain(name: str) -> bool:
+    parts = name.split(".")
+    return any(p.startswith("__") and p.endswith("__") and len(p) > 4 for p in parts[1:]) or any(
+        p in ("__globals__", "__builtins__", "__subclasses__", "__code__", "__getattribute__")
+        for p in parts
+    )
+
+
+def _unsafe_reason(lists: catalog.GlobalLists, module: str, name: str) -> str | None:
+    """Deny-list check for ``module.name`` and for every prefix of a dotted name.
+
+    ``find_class('torch', 'serialization.load')`` resolves an attribute chain, so each step
+    (``torch.serialization`` then ``load``) is checked as if it were imported directly.
+    """
+    reason = lists.unsafe_reason(module, name)
+    if reason is not None:
+        return reason
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        mod = ".".join([module, *parts[:i]])
+        reason = lists.unsafe_reason(mod, parts[i]) or lists.unsafe_reason(module, parts[i - 1])
+        if reason is not None:
+            return reason
+    return None
+
+
+def looks_like_pickle(head: bytes) -> bool:
+    """Sniff: do these leading bytes start a plausible pickle (any protocol)?
+
+    Protocol 2+ starts with PROTO. Protocol 0/1 have no magic, so the first bytes are parsed
+    as opcodes; text files fail quickly (``import os`` is an INST with a bad module name).
+    """
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return True
+    if not head or head[0] not in b"(}]cNKJIMSUVXGLFpqPTgh)e\x8c":
+        return False
+    if head[0] == 0x63:  # GLOBAL: module and name must look like identifiers
+        lines = head[1:].split(b"\n", 2)
+        if len(lines) < 3 or not all(_ident(x) for x in lines[:2]):
+            return False
+        return True
+    from mlsec.engine.stream import bytes_stream
+
+    probe = Inspection(path="<sniff>", scanner="sniff")
+    machine = PickleMachine(bytes_stream(head), probe)
+    info = PickleInfo(start=0)
+    try:
+        machine._run(info)
+    except Damage as exc:
+        # Running out of the sniffed prefix is fine; any other damage means "not a pickle".
+        ran_out = any(m in str(exc) for m in ("truncated", "missing STOP", "runs past the end"))
+        return ran_out and info.opcodes >= 2
+    except Exception:
+        return False
+    return info.stopped and info.opcodes >= 2
+
+
+def _ident(raw: bytes) -> bool:
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return False
+    return bool(text) and all(p.isidentifier() for p in text.split("."))
