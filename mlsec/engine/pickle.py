@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlsec import catalog
-from mlsec.engine.context import Inspection
-from mlsec.engine.stream import Stream
+from mlsec.engine.context import DeadlineExceeded, Inspection
+from mlsec.engine.stream import Stream, StreamError
 
 # ---------------------------------------------------------------------------------------------
 # Symbolic values
@@ -72,6 +72,7 @@ class Call:
     func: Any
     args: Any
     offset: int
+    state: Any = None
 
 
 @dataclass(eq=False)
@@ -325,6 +326,12 @@ class PickleMachine:
             self._run(info)
         except Damage as exc:
             info.damage = exc
+        except (StreamError, DeadlineExceeded):
+            # The container gave out under us: report what this pickle showed so far, then let
+            # the container reader turn the stream error into its own finding.
+            info.end = self.stream.tell()
+            self.report(info)
+            raise
         except LimitHit as exc:
             self.insp.add(
                 "MLSEC-PICKLE-009",
@@ -662,6 +669,7 @@ class PickleMachine:
                         evidence={"offset": str(offset), "target": obj.qualname, "state": preview(state)},
                     )
                 elif isinstance(obj, Call) and isinstance(obj.func, Global):
+                    obj.state = state
                     hook = self.build_hooks.get(obj.func.qualname)
                     if hook is not None:
                         hook(self, obj, state)

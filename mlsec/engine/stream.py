@@ -16,8 +16,16 @@ from typing import BinaryIO, Protocol
 CHUNK = 1 << 20
 
 
-class BudgetExceeded(Exception):
-    """Raised by a stream when its artifact's expansion budget is used up."""
+class StreamError(Exception):
+    """A problem with the bytes themselves, raised from inside a stream while a reader reads."""
+
+
+class BudgetExceeded(StreamError):
+    """Raised by a stream when its artifact's expansion budget (or a bomb ratio) is hit."""
+
+
+class CorruptData(StreamError):
+    """Raised by a decompressing stream when the compressed data is damaged."""
 
 
 class Budget(Protocol):

@@ -1,0 +1,160 @@
+"""Command line: the only module that prints, reads the terminal or exits.
+
+Exit codes (every command): 0 pass; 1 blocked (findings at or above ``--fail-on``);
+2 usage or configuration error; 3 a scanner could not complete (fail closed).
+``--exit-zero`` turns 1 into 0 and never hides 2 or 3.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from mlsec import __version__, catalog
+from mlsec.engine.context import Limits
+from mlsec.model import ScanResult, Severity
+from mlsec.pipeline import Options, run
+from mlsec.report import FORMATS
+
+EXIT_PASS, EXIT_BLOCKED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+_SEVERITIES = [s.label for s in Severity]
+
+
+def _severity(_ctx: click.Context, _param: click.Parameter, value: str) -> Severity:
+    return Severity.parse(value)
+
+
+class _Progress:
+    """Rich progress bar on stderr, shown only for interactive, longer-than-a-moment scans."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._start = time.monotonic()
+        self._bar = None
+        self._task = None
+
+    def __call__(self, done: int, total: int, path: str) -> None:
+        if not self._enabled:
+            return
+        if self._bar is None:
+            if time.monotonic() - self._start < 0.5:
+                return
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self._bar = Progress(console=Console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("scanning", total=total)
+        self._bar.update(self._task, completed=done, description=f"scanning {path[-40:]}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlsec")
+def main() -> None:
+    """mlsec: security scanner and policy gate for ML artifacts."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="table", show_default=True,
+              help="Report format.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report to FILE instead of stdout.")
+@click.option("--severity", type=click.Choice(_SEVERITIES, case_sensitive=False), default="low",
+              show_default=True, callback=_severity, help="Lowest severity to display (does not change the exit code).")
+@click.option("--fail-on", type=click.Choice(_SEVERITIES, case_sensitive=False), default="high",
+              show_default=True, callback=_severity, help="Exit 1 when a finding is at or above this severity.")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings block (never hides 2 or 3).")
+@click.option("-j", "--jobs", type=click.IntRange(0, 64), default=1, show_default=True,
+              help="Parallel worker processes (0 = one per CPU).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="gitignore-style pattern to skip (repeatable).")
+@click.option("--no-gitignore", is_flag=True, help="Do not honour .gitignore files.")
+@click.option("--no-cache", is_flag=True, help="Do not use the hash cache.")
+@click.option("--engine", "engines", multiple=True, type=click.Choice(["mlsec", "modelscan"]),
+              help="Model engines to run (default: mlsec; add modelscan for a second opinion).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=Limits().timeout, show_default=True,
+              help="Seconds allowed per artifact before it is reported as incomplete.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
+def scan(paths: tuple[Path, ...], fmt: str, output: Path | None, severity: Severity, fail_on: Severity,
+         exit_zero: bool, jobs: int, exclude: tuple[str, ...], no_gitignore: bool, no_cache: bool,
+         engines: tuple[str, ...], timeout: float, quiet: bool) -> None:
+    """Scan files and directories for hostile or risky ML artifacts."""
+    for p in paths:
+        if not os.path.lexists(p):
+            raise click.BadParameter(f"{p} does not exist", param_hint="PATHS")
+    options = Options(
+        excludes=exclude,
+        use_gitignore=not no_gitignore,
+        jobs=jobs or (os.cpu_count() or 1),
+        use_cache=not no_cache,
+        limits=Limits(timeout=timeout),
+        engines=frozenset(engines or ("mlsec",)),
+    )
+    progress = _Progress(enabled=not quiet and sys.stderr.isatty())
+    try:
+        result = run([str(p) for p in paths], options, on_progress=progress)
+    finally:
+        progress.close()
+    color = output is None and fmt == "table" and sys.stdout.isatty()
+    text = FORMATS[fmt](result, severity, color)
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+    code = exit_code(result, fail_on, exit_zero)
+    if not quiet and (fmt != "table" or output is not None):
+        click.echo(_summary(result, fail_on), err=True)
+    sys.exit(code)
+
+
+def exit_code(result: ScanResult, fail_on: Severity, exit_zero: bool) -> int:
+    """0/1/3 from a scan result (see module docstring)."""
+    if result.errors:
+        return EXIT_INCOMPLETE
+    worst = result.max_severity()
+    if worst is not None and worst >= fail_on and not exit_zero:
+        return EXIT_BLOCKED
+    return EXIT_PASS
+
+
+def _summary(result: ScanResult, fail_on: Severity) -> str:
+    blocking = sum(1 for f in result.findings if f.severity >= fail_on)
+    return (
+        f"mlsec: {len(result.artifacts)} files, {len(result.findings)} findings "
+        f"({blocking} at or above {fail_on.label}), {len(result.skipped)} skipped, {len(result.errors)} errors"
+    )
+
+
+@main.group()
+def rules() -> None:
+    """Inspect the rule catalog."""
+
+
+@rules.command("list")
+def rules_list() -> None:
+    """List every rule with its default severity."""
+    for rule in catalog.rules().values():
+        click.echo(f"{rule.id:22} {rule.severity.label:9} {rule.title}")
+
+
+@rules.command("explain")
+@click.argument("rule_id")
+def rules_explain(rule_id: str) -> None:
+    """Explain a rule: what it finds, why it matters, how to fix it."""
+    rule = catalog.rules().get(rule_id.upper())
+    if rule is None:
+        click.echo(f"unknown rule {rule_id!r}; see `mlsec rules list`", err=True)
+        sys.exit(EXIT_USAGE)
+    cwe = ", ".join(f"CWE-{c}" for c in rule.cwe)
+    click.echo(f"{rule.id}: {rule.title}\nseverity: {rule.severity.label}   {cwe}\n\n{rule.help}\n\nFix: {rule.remediation}")
+    for ref in rule.references:
+        click.echo(f"see: {ref}")

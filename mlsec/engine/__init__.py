@@ -1,0 +1,1 @@
+"""Format-reading machinery shared by the model scanners: streams, limits, the pickle engine."""

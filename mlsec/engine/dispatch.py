@@ -1,0 +1,81 @@
+"""Route a byte stream to the reader for its format, recursively.
+
+Containers (zip, tar, gzip, joblib, PyTorch, NumPy) hold other formats; every reader hands
+its members back here, so a pickle inside a zip inside a tar.gz gets the same engine as a bare
+pickle, and one depth limit holds for the whole chain. Readers register themselves with
+:func:`handles`; the modules that define them are imported once, on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from mlsec.engine.context import Inspection
+from mlsec.engine.stream import Stream
+from mlsec.sniff import HEAD_SIZE, hinted, sniff
+
+Handler = Callable[[Stream, Inspection, "str | None", int], None]
+
+_HANDLERS: dict[str, Handler] = {}
+
+# Modules that register format readers (one format family per file).
+_READER_MODULES = (
+    "mlsec.scanners.model_pickle",
+    "mlsec.scanners.model_joblib",
+    "mlsec.scanners.model_numpy",
+    "mlsec.scanners.model_torch",
+    "mlsec.scanners.archive",
+)
+_loaded = False
+
+
+def handles(*formats: str) -> Callable[[Handler], Handler]:
+    """Decorator: register a reader for sniffed format names."""
+
+    def deco(fn: Handler) -> Handler:
+        for fmt in formats:
+            if fmt in _HANDLERS:
+                raise ValueError(f"two readers registered for format {fmt!r}")
+            _HANDLERS[fmt] = fn
+        return fn
+
+    return deco
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        for mod in _READER_MODULES:
+            importlib.import_module(mod)
+        _loaded = True
+
+
+def formats() -> frozenset[str]:
+    """Formats that have a reader."""
+    _load()
+    return frozenset(_HANDLERS)
+
+
+def inspect(stream: Stream, insp: Inspection, member: str | None, depth: int, name: str = "") -> str:
+    """Sniff ``stream`` and run the matching reader; return the format name used.
+
+    ``name`` (the file or member name) only breaks ties when the bytes are not recognized.
+    """
+    _load()
+    insp.check_time()
+    fmt = hinted(sniff(stream.peek(HEAD_SIZE)), name)
+    handler = _HANDLERS.get(fmt)
+    if handler is None:
+        return fmt
+    if depth > insp.limits.max_depth:
+        insp.add(
+            "MLSEC-ARCHIVE-004",
+            f"Nesting deeper than {insp.limits.max_depth} levels; {fmt} content not inspected",
+            key=f"depth {member}",
+            member=member,
+            evidence={"depth": str(depth), "format": fmt},
+        )
+        return fmt
+    handler(stream, insp, member, depth)
+    return fmt

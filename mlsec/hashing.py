@@ -1,0 +1,78 @@
+"""SHA-256 of artifacts: streamed once, and remembered across runs.
+
+Hashing a multi-GB model is the floor of a scan's cost (every byte must be read), so the
+digest is cached by (absolute path, size, mtime, inode): re-scanning an unchanged checkpoint
+costs a stat, not a read. The cache is a small SQLite file under the user cache directory
+(``MLSEC_CACHE_DIR`` overrides it); any cache problem silently falls back to hashing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+_BUF = 1 << 20
+_MIN_CACHED = 1 << 20  # small files are cheaper to hash than to look up
+
+
+def cache_dir() -> Path:
+    """Where mlsec keeps caches (``MLSEC_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlsec``)."""
+    env = os.environ.get("MLSEC_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mlsec"
+
+
+def sha256_file(path: str) -> str:
+    """Stream the file through SHA-256 with one reused buffer (flat memory)."""
+    h = hashlib.sha256()
+    buf = bytearray(_BUF)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+class HashCache:
+    """Digest cache keyed by file identity; ``enabled=False`` makes it a pass-through."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._db: sqlite3.Connection | None = None
+        if enabled:
+            try:
+                directory = cache_dir()
+                directory.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(directory / "hashes.sqlite", timeout=5)
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS h (path TEXT PRIMARY KEY, size INT, mtime INT, inode INT, sha256 TEXT)"
+                )
+            except (OSError, sqlite3.Error):
+                self._db = None
+
+    def digest(self, fs_path: str, size: int, mtime_ns: int, inode: int) -> str:
+        """Cached digest when the file identity matches, else hash and remember."""
+        key = os.path.abspath(fs_path)
+        if self._db is None or size < _MIN_CACHED:
+            return sha256_file(fs_path)
+        try:
+            row = self._db.execute("SELECT size, mtime, inode, sha256 FROM h WHERE path = ?", (key,)).fetchone()
+            if row is not None and tuple(row[:3]) == (size, mtime_ns, inode):
+                return str(row[3])
+        except sqlite3.Error:
+            return sha256_file(fs_path)
+        digest = sha256_file(fs_path)
+        try:
+            with self._db:
+                self._db.execute("INSERT OR REPLACE INTO h VALUES (?, ?, ?, ?, ?)", (key, size, mtime_ns, inode, digest))
+        except sqlite3.Error:
+            pass
+        return digest
+
+    def close(self) -> None:
+        """Close the database."""
+        if self._db is not None:
+            self._db.close()

@@ -1,0 +1,124 @@
+"""discover -> hash -> scan, with per-artifact isolation and optional process parallelism.
+
+Each artifact is handled on its own: a scanner that raises (a bug) or runs out of time gives
+an ErrorRecord for that artifact and scanner, keeps the findings it produced before failing,
+and the scan goes on. Hostile input is never an error here — scanners turn it into findings.
+The library stays quiet: progress goes to an optional callback; only the CLI prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from mlsec import __version__
+from mlsec.discover import Candidate, discover
+from mlsec.engine.context import Limits
+from mlsec.hashing import HashCache
+from mlsec.model import Artifact, ArtifactKind, ErrorRecord, Finding, ScanResult, Skip
+from mlsec.registry import ScanContext, Scanner, scanners
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What to scan and how; built by the CLI (or by library users) and passed down unchanged."""
+
+    excludes: tuple[str, ...] = ()
+    use_gitignore: bool = True
+    jobs: int = 1
+    use_cache: bool = True
+    limits: Limits = field(default_factory=Limits)
+    engines: frozenset[str] = frozenset({"mlsec"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    artifact: Artifact
+    findings: tuple[Finding, ...]
+    skipped: tuple[Skip, ...]
+    errors: tuple[ErrorRecord, ...]
+
+
+_cache: HashCache | None = None
+
+
+def _hash_cache(enabled: bool) -> HashCache:
+    global _cache
+    if _cache is None:
+        _cache = HashCache(enabled)
+    return _cache
+
+
+def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
+    """Hash one file and run every applicable scanner on it, isolating failures."""
+    ctx = ScanContext(limits=options.limits, engines=options.engines)
+    try:
+        digest = _hash_cache(options.use_cache).digest(cand.fs_path, cand.size, cand.mtime_ns, cand.inode)
+    except OSError as exc:
+        artifact = Artifact(cand.path, cand.kind, cand.format, cand.size, "", cand.fs_path)
+        skip = Skip(cand.path, f"cannot read: {exc.strerror}", "unreadable")
+        return _Outcome(artifact, (), (skip,), ())
+    artifact = Artifact(cand.path, cand.kind, cand.format, cand.size, digest, cand.fs_path)
+    findings: list[Finding] = []
+    skipped: list[Skip] = []
+    errors: list[ErrorRecord] = []
+    applicable: list[Scanner] = [s for s in scanners() if s.applies(artifact, ctx)]
+    for scanner in applicable:
+        try:
+            for item in scanner.scan(artifact, ctx):
+                (findings if isinstance(item, Finding) else skipped).append(item)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - isolation is the point: record and go on
+            errors.append(ErrorRecord(cand.path, scanner.name, f"{type(exc).__name__}: {exc}"))
+    if not applicable and cand.kind in (ArtifactKind.MODEL, ArtifactKind.ARCHIVE):
+        skipped.append(Skip(cand.path, f"no scanner for {cand.format} content yet", "unsupported-format"))
+    return _Outcome(artifact, tuple(findings), tuple(skipped), tuple(errors))
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    """Drop second-opinion findings that repeat one of ours (same file, same global)."""
+    ours = {(f.path, dict(f.evidence).get("global")) for f in findings if f.scanner != "modelscan"}
+    return [
+        f for f in findings
+        if f.scanner != "modelscan" or (f.path, dict(f.evidence).get("global")) not in ours
+    ]
+
+
+def run(paths: Sequence[str | os.PathLike[str]], options: Options = Options(),
+        on_progress: Progress | None = None) -> ScanResult:
+    """Scan ``paths`` and return a sorted, frozen ScanResult."""
+    candidates: list[Candidate] = []
+    skipped: list[Skip] = []
+    for item in discover(paths, options.excludes, options.use_gitignore):
+        (candidates if isinstance(item, Candidate) else skipped).append(item)  # type: ignore[arg-type]
+    outcomes: list[_Outcome] = []
+    total = len(candidates)
+    if options.jobs > 1 and total > 1:
+        with ProcessPoolExecutor(max_workers=options.jobs) as pool:
+            futures = [pool.submit(scan_candidate, c, options) for c in candidates]
+            for i, (cand, fut) in enumerate(zip(candidates, futures), 1):
+                try:
+                    outcomes.append(fut.result())
+                except Exception as exc:  # noqa: BLE001 - a dead worker must not end the scan
+                    art = Artifact(cand.path, cand.kind, cand.format, cand.size, "", cand.fs_path)
+                    outcomes.append(_Outcome(art, (), (), (ErrorRecord(cand.path, "pipeline", f"worker failed: {exc}"),)))
+                if on_progress:
+                    on_progress(i, total, cand.path)
+    else:
+        for i, cand in enumerate(candidates, 1):
+            outcomes.append(scan_candidate(cand, options))
+            if on_progress:
+                on_progress(i, total, cand.path)
+    findings = _dedupe([f for o in outcomes for f in o.findings])
+    used = sorted({(s.name, s.version) for s in scanners() if s.name in {f.scanner for f in findings} or s.name == "mlsec-models"})
+    return ScanResult(
+        tool_version=__version__,
+        artifacts=tuple(sorted((o.artifact for o in outcomes), key=lambda a: a.path)),
+        findings=tuple(sorted(findings, key=Finding.sort_key)),
+        skipped=tuple(sorted(skipped + [s for o in outcomes for s in o.skipped], key=lambda s: (s.path, s.code, s.reason))),
+        errors=tuple(sorted((e for o in outcomes for e in o.errors), key=lambda e: (e.path, e.scanner))),
+        scanners=tuple(used),
+    )

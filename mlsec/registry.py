@@ -1,0 +1,67 @@
+"""Scanner protocol and registry.
+
+A scanner looks at one whole artifact. Scanners register with :func:`register` and are found
+by importing every module of ``mlsec.scanners`` (explicit, no entry-point magic: a scanner is
+one file). ``version`` is part of the cache key, so changing what a scanner reports means
+bumping it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from mlsec.engine.context import Limits
+from mlsec.model import Artifact, Finding, Skip
+
+
+@dataclass(frozen=True, slots=True)
+class ScanContext:
+    """Settings a scanner may need; the same for every artifact of a run."""
+
+    limits: Limits = Limits()
+    engines: frozenset[str] = frozenset({"mlsec"})
+
+
+class Scanner(Protocol):
+    """One kind of inspection over whole artifacts.
+
+    ``scan`` yields findings and skips. Hostile or malformed input is a Finding; raising means
+    the scanner itself failed, which the pipeline records as an ErrorRecord for that artifact
+    (after keeping whatever was yielded before the failure).
+    """
+
+    name: str
+    version: str
+
+    def applies(self, artifact: Artifact, ctx: ScanContext) -> bool:
+        """Whether this scanner should look at ``artifact``."""
+        ...
+
+    def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterable[Finding | Skip]:
+        """Inspect the artifact (open it via ``artifact.fs_path``)."""
+        ...
+
+
+_REGISTRY: dict[str, Scanner] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: instantiate and register a scanner; duplicate names are a bug."""
+    inst = cls()
+    if inst.name in _REGISTRY:
+        raise ValueError(f"scanner {inst.name!r} registered twice")
+    _REGISTRY[inst.name] = inst
+    return cls
+
+
+def scanners() -> list[Scanner]:
+    """All registered scanners, sorted by name (imports ``mlsec.scanners.*`` once)."""
+    import mlsec.scanners as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]

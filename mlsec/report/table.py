@@ -1,0 +1,58 @@
+"""Human report: findings grouped by severity, then skips and errors, then a summary line."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from mlsec.model import ScanResult, Severity
+
+STYLE = {
+    Severity.CRITICAL: "bold white on red",
+    Severity.HIGH: "bold red",
+    Severity.MEDIUM: "yellow",
+    Severity.LOW: "cyan",
+    Severity.INFO: "dim",
+}
+
+_EVIDENCE_KEYS = ("call", "global", "offset", "error", "problem", "entry")
+
+
+def render(result: ScanResult, min_severity: Severity, color: bool = False) -> str:
+    """Render as a rich table (plain text when ``color`` is False)."""
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=color, no_color=not color, width=160, soft_wrap=False)
+    shown = [f for f in result.findings if f.severity >= min_severity]
+    if shown:
+        table = Table(title="mlsec findings", show_lines=False, expand=False)
+        table.add_column("Severity", no_wrap=True)
+        table.add_column("File", overflow="fold", max_width=40)
+        table.add_column("Rule", no_wrap=True)
+        table.add_column("Message", overflow="fold", max_width=60)
+        table.add_column("Evidence", overflow="fold", max_width=40)
+        for f in shown:
+            ev = dict(f.evidence)
+            evidence = "; ".join(f"{k}={ev[k]}" for k in _EVIDENCE_KEYS if k in ev)
+            where = f.path + (f"\n  {f.location.member}" if f.location.member else "")
+            table.add_row(Text(f.severity.label.upper(), style=STYLE[f.severity]), where, f.rule_id, f.message, evidence)
+        console.print(table)
+    else:
+        console.print(f"No findings at or above {min_severity.label}.")
+    for s in result.skipped:
+        console.print(f"[dim]skipped[/dim] {s.path}: {s.reason}", highlight=False)
+    for e in result.errors:
+        console.print(f"[bold red]error[/bold red] {e.path} ({e.scanner}): {e.message}", highlight=False)
+    counts = {s: 0 for s in Severity}
+    for f in result.findings:
+        counts[f.severity] += 1
+    parts = [f"{counts[s]} {s.label}" for s in reversed(Severity) if counts[s]]
+    console.print(
+        f"Scanned {len(result.artifacts)} files: {len(result.findings)} findings"
+        + (f" ({', '.join(parts)})" if parts else "")
+        + f", {len(result.skipped)} skipped, {len(result.errors)} errors.",
+        highlight=False,
+    )
+    return buf.getvalue()

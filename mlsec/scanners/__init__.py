@@ -1,0 +1,1 @@
+"""Scanners (whole-artifact) and format readers (nested content), one per file."""

@@ -1,0 +1,130 @@
+"""Format detection from leading bytes.
+
+File extensions are attacker-controlled and often wrong (``pytorch_model.bin`` is a zip,
+``model.pt`` may be a bare pickle, ``data.pkl.gz`` a gzip). mlsec decides the format from the
+content; the extension is only a fallback hint when the bytes are not recognized, so that a
+``.pkl`` full of garbage is still inspected (and reported as damaged) rather than ignored.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from mlsec.engine.pickle import looks_like_pickle
+
+HEAD_SIZE = 4096
+
+LFS_PREFIX = b"version https://git-lfs.github.com/spec/v1"
+
+# Extension hints for files whose bytes are not recognized (lower-case suffix -> format).
+EXTENSION_HINTS: dict[str, str] = {
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".joblib": "pickle",
+    ".dill": "pickle",
+    ".pt": "pickle",
+    ".pth": "pickle",
+    ".ckpt": "pickle",
+    ".bin": "pickle",
+    ".npy": "numpy",
+    ".npz": "zip",
+    ".safetensors": "safetensors",
+    ".gguf": "gguf",
+    ".onnx": "onnx",
+    ".h5": "hdf5",
+    ".hdf5": "hdf5",
+    ".keras": "zip",
+}
+
+MODEL_FORMATS = frozenset(
+    {"pickle", "numpy", "hdf5", "safetensors", "gguf", "onnx", "joblib-zf", "torch-legacy-tar"}
+)
+ARCHIVE_FORMATS = frozenset({"zip", "tar", "gzip", "bz2", "xz", "lzma", "zlib", "zstd", "lz4"})
+
+
+def _is_tar(head: bytes) -> bool:
+    if len(head) < 512:
+        return False
+    if head[257:262] == b"ustar":
+        return True
+    # Old (v7) tar: no magic; validate the header checksum.
+    try:
+        stored = int(head[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
+    except ValueError:
+        return False
+    block = bytearray(head[:512])
+    block[148:156] = b" " * 8
+    return stored == sum(block) and head[0] != 0
+
+
+def _is_zlib(head: bytes) -> bool:
+    return len(head) >= 2 and head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and (head[0] << 8 | head[1]) % 31 == 0
+
+
+def _is_safetensors(head: bytes) -> bool:
+    if len(head) < 10:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= 100_000_000 and head[8:9] == b"{"
+
+
+def sniff(head: bytes) -> str:
+    """Name the format of content starting with ``head`` (read at least HEAD_SIZE bytes).
+
+    Returns one of: pickle, zip, tar, gzip, bz2, xz, lzma, zlib, zstd, lz4, numpy, hdf5,
+    safetensors, gguf, joblib-zf, lfs-pointer, empty, text, binary.
+    """
+    if not head:
+        return "empty"
+    if head.startswith(LFS_PREFIX):
+        return "lfs-pointer"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
+        return "zip"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"BZh") and head[3:4].isdigit():
+        return "bz2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return "zstd"
+    if head.startswith(b"\x04\x22\x4d\x18"):
+        return "lz4"
+    if head.startswith(b"\x93NUMPY"):
+        return "numpy"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "hdf5"
+    if head.startswith(b"GGUF"):
+        return "gguf"
+    if head.startswith(b"ZF0x"):
+        return "joblib-zf"
+    if _is_tar(head):
+        return "tar"
+    if looks_like_pickle(head):
+        return "pickle"
+    if _is_safetensors(head):
+        return "safetensors"
+    # LZMA "alone" format: properties byte 0x5D then a little-endian dictionary size.
+    if head[:1] == b"\x5d" and len(head) >= 13 and head[1:5] in (b"\x00\x00\x80\x00", b"\x00\x00\x00\x01", b"\x00\x00\x00\x04", b"\x00\x00\x10\x00", b"\x00\x00\x01\x00", b"\x00\x00\x20\x00", b"\x00\x00\x40\x00", b"\x00\x00\x00\x02", b"\x00\x00\x00\x08"):
+        return "lzma"
+    if _is_zlib(head):
+        return "zlib"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the end of the sniffed head is still text.
+        if exc.start >= len(head) - 3 and b"\0" not in head:
+            return "text"
+    return "binary"
+
+
+def hinted(fmt: str, name: str) -> str:
+    """Fall back to the extension hint when the bytes were not recognized."""
+    if fmt not in ("text", "binary"):
+        return fmt
+    lower = name.lower()
+    for ext, hint in EXTENSION_HINTS.items():
+        if lower.endswith(ext):
+            return hint
+    return fmt
