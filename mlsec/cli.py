@@ -91,6 +91,11 @@ def scan(paths: tuple[Path, ...], fmt: str, output: Path | None, severity: Sever
     for p in paths:
         if not os.path.lexists(p):
             raise click.BadParameter(f"{p} does not exist", param_hint="PATHS")
+    if "modelscan" in engines:
+        from mlsec.scanners.model_modelscan import available
+
+        if not available():
+            raise click.UsageError("--engine modelscan needs the modelscan package: pip install 'mlsec[modelscan]'")
     options = Options(
         excludes=exclude,
         use_gitignore=not no_gitignore,
