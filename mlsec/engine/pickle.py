@@ -668,9 +668,10 @@ class PickleMachine:
                         offset=offset,
                         evidence={"offset": str(offset), "target": obj.qualname, "state": preview(state)},
                     )
-                elif isinstance(obj, Call) and isinstance(obj.func, Global):
+                elif isinstance(obj, Call):
                     obj.state = state
-                    hook = self.build_hooks.get(obj.func.qualname)
+                    cls = _class_of(obj)
+                    hook = self.build_hooks.get(cls.qualname) if cls is not None else None
                     if hook is not None:
                         hook(self, obj, state)
             elif op == 0x50:  # PERSID
@@ -743,6 +744,20 @@ class PickleMachine:
                 offset=info.damage.offset,
                 evidence={"offset": str(info.damage.offset), "error": str(info.damage)},
             )
+
+
+_CONSTRUCTOR_HELPERS = ("copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__")
+
+
+def _class_of(obj: Call) -> Global | None:
+    """The class an object was made from, seeing through copyreg's constructor helpers."""
+    func = obj.func
+    if not isinstance(func, Global):
+        return None
+    if func.qualname in _CONSTRUCTOR_HELPERS and isinstance(obj.args, Container) and obj.args.items:
+        first = obj.args.items[0]
+        return first if isinstance(first, Global) else None
+    return func
 
 
 def _dunder_chain(name: str) -> bool:
