@@ -286,7 +286,7 @@ class PickleMachine:
             if self.stream.skip(length) != length:
                 raise Damage(f"truncated {kind}", offset)
             return LongText(length)
-        return self._need(length, kind).decode("utf-8", "surrogatepass")
+        return _utf8(self._need(length, kind), kind, offset)
 
     # -- globals -------------------------------------------------------------------------------
     def _global(self, info: PickleInfo, module: str, name: str, offset: int, opcode: str) -> Global:
@@ -482,7 +482,7 @@ class PickleMachine:
                 stack.append(self._text(n, "BINUNICODE"))
             elif op == 0x8C:  # SHORT_BINUNICODE
                 n = self._need(1, "SHORT_BINUNICODE")[0]
-                stack.append(self._need(n, "SHORT_BINUNICODE").decode("utf-8", "surrogatepass"))
+                stack.append(_utf8(self._need(n, "SHORT_BINUNICODE"), "SHORT_BINUNICODE", offset))
             elif op == 0x8D:  # BINUNICODE8
                 n = struct.unpack("<Q", self._need(8, "BINUNICODE8"))[0]
                 stack.append(self._text(n, "BINUNICODE8"))
@@ -744,6 +744,14 @@ class PickleMachine:
                 offset=info.damage.offset,
                 evidence={"offset": str(info.damage.offset), "error": str(info.damage)},
             )
+
+
+def _utf8(raw: bytes, what: str, offset: int) -> str:
+    """Decode like the unpickler does; invalid UTF-8 is damage (the real loader raises too)."""
+    try:
+        return raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        raise Damage(f"{what} is not valid UTF-8", offset) from None
 
 
 _CONSTRUCTOR_HELPERS = ("copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__")
