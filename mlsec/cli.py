@@ -11,14 +11,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from mlsec import __version__, catalog
 from mlsec.engine.context import Limits
 from mlsec.model import ScanResult, Severity
-from mlsec.pipeline import Options, run
-from mlsec.report import FORMATS
+from mlsec.report import FORMATS, renderer
 
 EXIT_PASS, EXIT_BLOCKED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
@@ -35,8 +35,8 @@ class _Progress:
     def __init__(self, enabled: bool) -> None:
         self._enabled = enabled
         self._start = time.monotonic()
-        self._bar = None
-        self._task = None
+        self._bar: Any = None
+        self._task: Any = None
 
     def __call__(self, done: int, total: int, path: str) -> None:
         if not self._enabled:
@@ -88,6 +88,8 @@ def scan(paths: tuple[Path, ...], fmt: str, output: Path | None, severity: Sever
          exit_zero: bool, jobs: int, exclude: tuple[str, ...], no_gitignore: bool, no_cache: bool,
          engines: tuple[str, ...], timeout: float, quiet: bool) -> None:
     """Scan files and directories for hostile or risky ML artifacts."""
+    from mlsec.pipeline import Options, run
+
     for p in paths:
         if not os.path.lexists(p):
             raise click.BadParameter(f"{p} does not exist", param_hint="PATHS")
@@ -110,7 +112,7 @@ def scan(paths: tuple[Path, ...], fmt: str, output: Path | None, severity: Sever
     finally:
         progress.close()
     color = output is None and fmt == "table" and sys.stdout.isatty()
-    text = FORMATS[fmt](result, severity, color)
+    text = renderer(fmt)(result, severity, color)
     if output is not None:
         output.write_text(text, encoding="utf-8")
     else:

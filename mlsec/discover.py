@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import pathspec
+from typing import TYPE_CHECKING
 
 from mlsec.model import ArtifactKind, Skip
+
+if TYPE_CHECKING:
+    from pathspec import GitIgnoreSpec
 from mlsec.sniff import ARCHIVE_FORMATS, HEAD_SIZE, MODEL_FORMATS, hinted, sniff
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".tox", ".nox",
@@ -67,18 +69,25 @@ def _read_head(fs_path: str) -> bytes:
         return fh.read(HEAD_SIZE)
 
 
+def _spec(lines: Iterable[str]) -> GitIgnoreSpec:
+    # pathspec is imported on first use: most single-file scans need no ignore rules.
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
 class _Ignores:
     """Stack of .gitignore specs, each anchored at its directory, plus --exclude globs."""
 
     def __init__(self, excludes: Sequence[str]) -> None:
-        self._exclude = pathspec.GitIgnoreSpec.from_lines(excludes) if excludes else None
-        self._specs: dict[str, pathspec.GitIgnoreSpec] = {}
+        self._exclude = _spec(excludes) if excludes else None
+        self._specs: dict[str, GitIgnoreSpec] = {}
 
     def load(self, dir_rel: str, dir_fs: str) -> None:
         path = os.path.join(dir_fs, ".gitignore")
         try:
             with open(path, encoding="utf-8", errors="replace") as fh:
-                self._specs[dir_rel] = pathspec.GitIgnoreSpec.from_lines(fh)
+                self._specs[dir_rel] = _spec(fh)
         except OSError:
             pass
 

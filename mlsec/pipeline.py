@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from mlsec import __version__
@@ -97,6 +96,8 @@ def run(paths: Sequence[str | os.PathLike[str]], options: Options = Options(),
     outcomes: list[_Outcome] = []
     total = len(candidates)
     if options.jobs > 1 and total > 1:
+        from concurrent.futures import ProcessPoolExecutor  # only parallel scans pay for it
+
         with ProcessPoolExecutor(max_workers=options.jobs) as pool:
             futures = [pool.submit(scan_candidate, c, options) for c in candidates]
             for i, (cand, fut) in enumerate(zip(candidates, futures), 1):

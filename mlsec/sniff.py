@@ -48,6 +48,13 @@ def _is_tar(head: bytes) -> bool:
     if head[257:262] == b"ustar":
         return True
     # Old (v7) tar: no magic; validate the header checksum.
+    return tar_checksum_ok(head)
+
+
+def tar_checksum_ok(head: bytes) -> bool:
+    """Does ``head`` start with a tar header whose checksum is right (what tarfile requires)?"""
+    if len(head) < 512:
+        return False
     try:
         stored = int(head[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
     except ValueError:
@@ -98,10 +105,12 @@ def sniff(head: bytes) -> str:
         return "gguf"
     if head.startswith(b"ZF0x"):
         return "joblib-zf"
-    if _is_tar(head):
-        return "tar"
+    # Pickle before tar: a pickle can carry b"ustar" at offset 257 inside a string, and the
+    # loader runs it; a real tar header (a file name, then NULs) never parses as opcodes.
     if looks_like_pickle(head):
         return "pickle"
+    if _is_tar(head):
+        return "tar"
     if _is_safetensors(head):
         return "safetensors"
     # LZMA "alone" format: properties byte 0x5D then a little-endian dictionary size.

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from typing import TypeVar
 
 from mlsec.engine.context import Inspection
 from mlsec.engine.stream import Stream
 from mlsec.sniff import HEAD_SIZE, hinted, sniff
 
-Handler = Callable[[Stream, Inspection, "str | None", int], None]
+Handler = Callable[[Stream, Inspection, "str | None", int], object]
 
 _HANDLERS: dict[str, Handler] = {}
 
@@ -30,10 +31,13 @@ _READER_MODULES = (
 _loaded = False
 
 
-def handles(*formats: str) -> Callable[[Handler], Handler]:
+H = TypeVar("H", bound=Handler)
+
+
+def handles(*formats: str) -> Callable[[H], H]:
     """Decorator: register a reader for sniffed format names."""
 
-    def deco(fn: Handler) -> Handler:
+    def deco(fn: H) -> H:
         for fmt in formats:
             if fmt in _HANDLERS:
                 raise ValueError(f"two readers registered for format {fmt!r}")
@@ -65,9 +69,16 @@ def inspect(stream: Stream, insp: Inspection, member: str | None, depth: int, na
     _load()
     insp.check_time()
     fmt = hinted(sniff(stream.peek(HEAD_SIZE)), name)
+    run_format(fmt, stream, insp, member, depth)
+    return fmt
+
+
+def run_format(fmt: str, stream: Stream, insp: Inspection, member: str | None, depth: int) -> None:
+    """Run the reader for ``fmt`` on ``stream`` (no sniffing; for polyglots read two ways)."""
+    _load()
     handler = _HANDLERS.get(fmt)
     if handler is None:
-        return fmt
+        return
     if depth > insp.limits.max_depth:
         insp.add(
             "MLSEC-ARCHIVE-004",
@@ -76,6 +87,5 @@ def inspect(stream: Stream, insp: Inspection, member: str | None, depth: int, na
             member=member,
             evidence={"depth": str(depth), "format": fmt},
         )
-        return fmt
+        return
     handler(stream, insp, member, depth)
-    return fmt

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import _compat_pickle
 import codecs
+import io
+import pickletools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,53 +44,60 @@ _LINE_LIMIT = 64 << 20  # protocol-0 argument lines
 _SHORT_LINE = 4096
 
 
-@dataclass(eq=False)
+# The symbolic values below are created per opcode: plain slotted classes, not dataclasses,
+# because they are mutable working state and dataclass creation costs start-up time.
+
+
 class Global:
     """An imported ``module.name``."""
 
-    module: str
-    name: str
-    offset: int
-    opcode: str
+    __slots__ = ("module", "name", "offset", "opcode")
+
+    def __init__(self, module: str, name: str, offset: int, opcode: str) -> None:
+        self.module, self.name, self.offset, self.opcode = module, name, offset, opcode
+
+    def __repr__(self) -> str:
+        return f"Global({self.module!r}, {self.name!r}, {self.offset}, {self.opcode!r})"
 
     @property
     def qualname(self) -> str:
         return f"{self.module}.{self.name}"
 
 
-@dataclass(eq=False)
 class Blob:
     """A bytes/bytearray literal: its place in the stream, and its data when small enough."""
 
-    offset: int
-    length: int
-    data: bytes | None
+    __slots__ = ("data", "length", "offset")
+
+    def __init__(self, offset: int, length: int, data: bytes | None) -> None:
+        self.offset, self.length, self.data = offset, length, data
 
 
-@dataclass(eq=False)
 class Call:
     """The object produced by calling ``func`` (REDUCE/NEWOBJ/INST/OBJ)."""
 
-    func: Any
-    args: Any
-    offset: int
-    state: Any = None
+    __slots__ = ("args", "func", "offset", "state")
+
+    def __init__(self, func: Any, args: Any, offset: int, state: Any = None) -> None:
+        self.func, self.args, self.offset, self.state = func, args, offset, state
 
 
-@dataclass(eq=False)
 class Persistent:
     """A persistent id (PERSID/BINPERSID): resolved by the loader, e.g. torch storages."""
 
-    pid: Any
+    __slots__ = ("pid",)
+
+    def __init__(self, pid: Any) -> None:
+        self.pid = pid
 
 
-@dataclass(eq=False)
 class Container:
     """A tuple/list/dict/set; keeps the first items, counts the rest."""
 
-    kind: str
-    items: list[Any] = field(default_factory=list)
-    count: int = 0
+    __slots__ = ("count", "items", "kind")
+
+    def __init__(self, kind: str, items: list[Any] | None = None, count: int = 0) -> None:
+        self.kind, self.items, self.count = kind, items if items is not None else [], count
 
     def add(self, *values: Any) -> None:
         for v in values:
@@ -106,11 +115,13 @@ class Container:
         return out
 
 
-@dataclass(eq=False)
 class LongText:
     """A text literal too long to keep (only its length is recorded)."""
 
-    length: int
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
 
 
 class Damage(Exception):
@@ -299,8 +310,9 @@ class PickleMachine:
 
     def _note_call(self, info: PickleInfo, func: Any, args: Any, offset: int) -> None:
         if isinstance(func, Global):
-            site = info.imports[func.qualname]
-            if not site.called:
+            # EXT globals are reported as PICKLE-006 on sight and have no import site.
+            site = info.imports.get(func.qualname)
+            if site is not None and not site.called:
                 site.called = True
                 site.call_offset = offset
                 site.call_args = preview(args)
@@ -345,7 +357,7 @@ class PickleMachine:
         self.report(info)
         return info
 
-    def _run(self, info: PickleInfo) -> None:  # noqa: C901 - one branch per opcode is clearest
+    def _run(self, info: PickleInfo) -> None:
         stream = self.stream
         limits = self.insp.limits
         stack: list[Any] = []
@@ -670,8 +682,8 @@ class PickleMachine:
                     )
                 elif isinstance(obj, Call):
                     obj.state = state
-                    cls = _class_of(obj)
-                    hook = self.build_hooks.get(cls.qualname) if cls is not None else None
+                    made_by = _class_of(obj)
+                    hook = self.build_hooks.get(made_by.qualname) if made_by is not None else None
                     if hook is not None:
                         hook(self, obj, state)
             elif op == 0x50:  # PERSID
@@ -769,8 +781,15 @@ def _class_of(obj: Call) -> Global | None:
 
 
 def _dunder_chain(name: str) -> bool:
+    """Does a (dotted) name walk through dunder attributes such as ``__dict__`` or ``__globals__``?
+
+    ``find_class`` resolves dotted names attribute by attribute, so ``builtins.__dict__.get``
+    reaches any builtin. A bare dunder name (``pkg.__version__``) is an ordinary import.
+    """
     parts = name.split(".")
-    return any(p.startswith("__") and p.endswith("__") and len(p) > 4 for p in parts[1:]) or any(
+    if len(parts) > 1 and any(p.startswith("__") and p.endswith("__") and len(p) > 4 for p in parts):
+        return True
+    return any(
         p in ("__globals__", "__builtins__", "__subclasses__", "__code__", "__getattribute__")
         for p in parts
     )
@@ -786,29 +805,36 @@ def _unsafe_reason(lists: catalog.GlobalLists, module: str, name: str) -> str | 
     if reason is not None:
         return reason
     parts = name.split(".")
-    for i in range(1, len(parts)):
-        mod = ".".join([module, *parts[:i]])
-        reason = lists.unsafe_reason(mod, parts[i]) or lists.unsafe_reason(module, parts[i - 1])
-        if reason is not None:
-            return reason
+    if len(parts) == 1:
+        return None
+    # Every step of the walk, seen both from the full path and as a re-export: ``uuid.os.system``
+    # is ``os.system`` reached through ``uuid``'s module attribute ``os``.
+    chain = [*module.split("."), *parts]
+    first = len(module.split("."))
+    for i in range(first, len(chain)):
+        for j in (0, *range(first, i)):
+            reason = lists.unsafe_reason(".".join(chain[j:i]), chain[i])
+            if reason is not None:
+                return reason
     return None
 
 
 def looks_like_pickle(head: bytes) -> bool:
     """Sniff: do these leading bytes start a plausible pickle (any protocol)?
 
-    Protocol 2+ starts with PROTO. Protocol 0/1 have no magic, so the first bytes are parsed
-    as opcodes; text files fail quickly (``import os`` is an INST with a bad module name).
+    Only protocol 2+ writers emit PROTO, and the loader accepts any opcode first (``PROTO 0``,
+    ``NEWTRUE POP``, a bare ``FRAME``...), so there is no magic to trust: the prefix is run
+    through the symbolic machine and accepted when it parses cleanly up to STOP or up to the
+    end of the sniffed bytes. Text fails fast (a stray byte is an unknown opcode, a bare word
+    is a malformed INST/GLOBAL line, a leading digit pops an empty stack).
     """
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+    if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
         return True
-    if not head or head[0] not in b"(}]cNKJIMSUVXGLFpqPTgh)e\x8c":
+    if not head or head[0] not in _OPCODE_BYTES:
         return False
     if head[0] == 0x63:  # GLOBAL: module and name must look like identifiers
         lines = head[1:].split(b"\n", 2)
-        if len(lines) < 3 or not all(_ident(x) for x in lines[:2]):
-            return False
-        return True
+        return len(lines) >= 3 and all(_ident(x) for x in lines[:2])
     from mlsec.engine.stream import bytes_stream
 
     probe = Inspection(path="<sniff>", scanner="sniff")
@@ -818,11 +844,54 @@ def looks_like_pickle(head: bytes) -> bool:
         machine._run(info)
     except Damage as exc:
         # Running out of the sniffed prefix is fine; any other damage means "not a pickle".
-        ran_out = any(m in str(exc) for m in ("truncated", "missing STOP", "runs past the end"))
-        return ran_out and info.opcodes >= 2
+        if not any(m in str(exc) for m in ("truncated", "missing STOP", "runs past the end")):
+            return False
+        if info.imports or probe.findings:
+            return True  # it imports something before the head ends: inspect it, whatever it is
+        return info.opcodes >= 2 and not _text_posing_as_opcodes(head)
     except Exception:
         return False
-    return info.stopped and info.opcodes >= 2
+    if not info.stopped:
+        return False
+    # A pickle that imports nothing cannot run code; if it also reads like text that merely
+    # parses (b"Git 1.7.12" is BINFLOAT, DUP, STOP) it is text.
+    return bool(info.imports or probe.findings) or (info.opcodes >= 2 and not _text_posing_as_opcodes(head))
+
+
+# Opcodes a protocol-0 (text) pickle never contains.
+_BINARY_OPCODES = frozenset(op.code.encode("latin-1")[0] for op in pickletools.opcodes if op.proto >= 1)
+_NUMERIC_LINE_OPCODES = frozenset(b"ILF")
+_NUMERIC_TEXT = frozenset(b"0123456789+-.eEL_xXabcdefABCDEFnNiI \t\r")
+
+
+def _text_posing_as_opcodes(head: bytes) -> bool:
+    """Is this a text file whose first bytes merely happen to parse as opcodes?
+
+    ``Copyright ...`` is SHORT_BINBYTES, ``MATLAB 5.0`` is BININT2 then a LONG line. Protocol-0
+    pickles are text too, but only use line-oriented opcodes with numeric or repr arguments;
+    text that needs a length-prefixed binary opcode, or whose numeric line is not a number,
+    is text. Only consulted when the head ran out before STOP and imported nothing.
+    """
+    codes = []
+    buf = io.BytesIO(head)
+    last = 0  # where the opcode that ran out starts
+    try:
+        for op, _arg, _pos in pickletools.genops(buf):
+            codes.append(op.code.encode("latin-1")[0])
+            last = buf.tell()
+    except ValueError:
+        pass
+    if b"\0" not in head and any(code in _BINARY_OPCODES for code in codes):
+        return True
+    # The opcode that ran out: a numeric line that is not a number is prose.
+    if last < len(head) and head[last] in _NUMERIC_LINE_OPCODES:
+        return not set(head[last + 1 :]) <= _NUMERIC_TEXT
+    return False
+
+
+# Every byte the unpickler accepts as an opcode (protocols 0-5).
+_OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVXabcdeghijlopqrstu}])\x80\x81\x82\x83\x84\x85\x86\x87\x88\x89\x8a\x8b"
+                          b"\x8c\x8d\x8e\x8f\x90\x91\x92\x93\x94\x95\x96\x97\x98BCG")
 
 
 def _ident(raw: bytes) -> bool:

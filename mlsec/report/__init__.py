@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from mlsec.model import ScanResult, Severity
-from mlsec.report import json as json_report
-from mlsec.report import table as table_report
 
 Renderer = Callable[[ScanResult, Severity, bool], str]
 
-FORMATS: dict[str, Renderer] = {
-    "json": json_report.render,
-    "table": table_report.render,
+# Format name -> module with a ``render(result, min_severity, color) -> str``. Modules are
+# imported on use: the table needs rich, which costs more start-up than a warm scan.
+FORMATS: dict[str, str] = {
+    "json": "mlsec.report.json",
+    "table": "mlsec.report.table",
 }
+
+
+def renderer(fmt: str) -> Renderer:
+    """The render function of one output format."""
+    render: Renderer = importlib.import_module(FORMATS[fmt]).render
+    return render

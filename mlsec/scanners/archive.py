@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from mlsec.engine import dispatch
 from mlsec.engine.context import Inspection, join_member
 from mlsec.engine.stream import BudgetExceeded, CorruptData, Stream
+import itertools
 
 _READ = 1 << 16
 
@@ -46,12 +47,12 @@ class _Decompressing(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf: Any) -> int:  # type: ignore[override]
+    def readinto(self, buf: Any) -> int:
         data = self.read(len(buf))
         buf[: len(data)] = data
         return len(data)
 
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, n: int = -1) -> bytes:
         n = _READ if n is None or n < 0 else max(n, 1)
         while not self._done:
             dec = self._dec
@@ -289,6 +290,9 @@ def inspect_zip(stream: Stream, insp: Inspection, member: str | None, depth: int
         from mlsec.engine.stream import bytes_stream
 
         stream = bytes_stream(data)
+    elif stream.tell():
+        # The zip follows other data (a pickle, a stub): its offsets count from where it starts.
+        stream = stream.window(stream.tell(), stream.remaining() or 0)
     raw, base, size = stream.raw, stream.absolute_start, stream.length or 0
     view = _Window(raw, base, size)
     entries = _central_directory(view, size)  # type: ignore[arg-type]
@@ -309,7 +313,7 @@ def inspect_zip(stream: Stream, insp: Inspection, member: str | None, depth: int
             evidence={"entries": str(len(entries))},
         )
         entries = entries[: insp.limits.max_members]
-    _check_entries(view, size, entries, insp, member)  # type: ignore[arg-type]
+    _check_entries(view, size, entries, insp, member)
     torch_layout = model_torch.TorchZip.detect(entries)
     for entry in entries:
         insp.check_time()
@@ -380,7 +384,7 @@ def _check_entries(view: _Window, size: int, entries: list[ZipEntry], insp: Insp
                     member=member,
                 )
                 continue
-            lflags, lmethod = struct.unpack_from("<HH", head, 6)
+            _lflags, lmethod = struct.unpack_from("<HH", head, 6)
             nlen, xlen = struct.unpack_from("<HH", head, 26)
             lname = view.read(nlen).decode("utf-8", "replace")
             entry.data_offset = entry.local_offset + 30 + nlen + xlen
@@ -409,7 +413,7 @@ def _check_entries(view: _Window, size: int, entries: list[ZipEntry], insp: Insp
             entry.csize = max(0, size - entry.data_offset)
         spans.append((entry.data_offset, entry.data_offset + entry.csize, name))
     spans.sort()
-    for (s1, e1, n1), (s2, _e2, n2) in zip(spans, spans[1:]):
+    for (s1, e1, n1), (s2, _e2, n2) in itertools.pairwise(spans):
         if s2 < e1 and e1 > s1:
             insp.add(
                 "MLSEC-ARCHIVE-005",
@@ -434,10 +438,10 @@ class _StreamFile(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, n: int = -1) -> bytes:
         return self._s.read(n if n is not None and n >= 0 else 1 << 20)
 
-    def readinto(self, buf: Any) -> int:  # type: ignore[override]
+    def readinto(self, buf: Any) -> int:
         data = self.read(len(buf))
         buf[: len(data)] = data
         return len(data)
@@ -451,7 +455,7 @@ def inspect_tar(stream: Stream, insp: Inspection, member: str | None, depth: int
     count = 0
     names: list[str] = []
     try:
-        with tarfile.open(fileobj=_StreamFile(stream), mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=_StreamFile(stream), mode="r|") as tar:
             for info in tar:
                 insp.check_time()
                 count += 1

@@ -12,7 +12,7 @@ from mlsec.engine import dispatch
 from mlsec.engine.context import Inspection, join_member
 from mlsec.engine.pickle import PickleInfo, PickleMachine, looks_like_pickle
 from mlsec.engine.stream import Stream, bytes_stream
-from mlsec.sniff import HEAD_SIZE, sniff
+from mlsec.sniff import HEAD_SIZE, sniff, tar_checksum_ok
 
 # PyTorch's legacy (non-zip) serialization starts with a pickled magic number.
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -62,6 +62,10 @@ def inspect_pickle(stream: Stream, insp: Inspection, member: str | None, depth: 
     from mlsec.scanners import model_torch
 
     infos: list[PickleInfo] = []
+    if stream.tell() == 0 and stream.seekable and tar_checksum_ok(stream.peek(512)):
+        # A pickle/tar polyglot: pickle.load runs the pickle, tarfile extracts the members.
+        # Read it both ways (the window shares the file; this stream is not moved).
+        dispatch.run_format("tar", stream.window(0, stream.length or 0), insp, member, depth)
     while True:
         info = run_pickle(stream, insp, member, depth)
         infos.append(info)
