@@ -196,6 +196,94 @@ class ErrorRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Package:
+    """A dependency declared by a manifest or lockfile: a BOM ``library`` and an advisory key.
+
+    Scanners of dependency files yield these next to their findings. ``version`` is the exact
+    pinned version, or "" when only a range is declared (``specifier`` keeps the range).
+    """
+
+    name: str
+    version: str
+    path: str
+    ecosystem: str = "pypi"
+    specifier: str = ""
+    direct: bool = True
+
+    @property
+    def purl(self) -> str:
+        """Package URL (``pkg:pypi/name@version``); names are PEP 503-normalized by the scanner."""
+        base = f"pkg:{self.ecosystem}/{self.name}"
+        return f"{base}@{self.version}" if self.version else base
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "purl": self.purl,
+            "path": self.path,
+            "ecosystem": self.ecosystem,
+            "specifier": self.specifier,
+            "direct": self.direct,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """A neutral observation about an artifact that is not a problem in itself.
+
+    Examples: a dataset's row count or the kinds of personal data it contains, a model's
+    licence or architecture. The ML-BOM and the policy input read them; reports do not.
+    ``name`` is a dotted key (``dataset.sensitive_kinds``); ``value`` is always a string.
+    """
+
+    path: str
+    name: str
+    value: str
+    scanner: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"path": self.path, "name": self.name, "value": self.value, "scanner": self.scanner}
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """Why a finding was suppressed: a waiver from the waivers file or an inline comment."""
+
+    source: str  # "waiver" | "inline"
+    waiver_id: str
+    reason: str
+    owner: str = ""
+    expires: str = ""  # ISO date; "" for inline comments
+    stages: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "source": self.source,
+            "waiver_id": self.waiver_id,
+            "reason": self.reason,
+            "owner": self.owner,
+            "expires": self.expires,
+            "stages": list(self.stages),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    """A finding taken out of the gate by a waiver; still reported, and visible to the policy."""
+
+    finding: Finding
+    suppression: Suppression
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: the finding plus its suppression."""
+        return self.finding.to_dict() | {"suppression": self.suppression.to_dict()}
+
+
+@dataclass(frozen=True, slots=True)
 class ScanResult:
     """Everything a scan produced, sorted, ready for the BOM, suppression, policy and reports."""
 
@@ -205,6 +293,9 @@ class ScanResult:
     skipped: tuple[Skip, ...] = ()
     errors: tuple[ErrorRecord, ...] = ()
     scanners: tuple[tuple[str, str], ...] = ()
+    packages: tuple[Package, ...] = ()
+    facts: tuple[Fact, ...] = ()
+    suppressed: tuple[Suppressed, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -228,12 +319,16 @@ class ScanResult:
             "summary": {
                 "artifacts": len(self.artifacts),
                 "findings": len(self.findings),
+                "suppressed": len(self.suppressed),
                 "by_severity": counts,
                 "skipped": len(self.skipped),
                 "errors": len(self.errors),
             },
             "artifacts": [a.to_dict() for a in self.artifacts],
             "findings": [f.to_dict() for f in self.findings],
+            "suppressed": [s.to_dict() for s in self.suppressed],
             "skipped": [s.to_dict() for s in self.skipped],
             "errors": [e.to_dict() for e in self.errors],
+            "packages": [p.to_dict() for p in self.packages],
+            "facts": [f.to_dict() for f in self.facts],
         }

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from mlsec import __version__
 from mlsec.discover import Candidate, discover
 from mlsec.engine.context import Limits
 from mlsec.hashing import HashCache
-from mlsec.model import Artifact, ArtifactKind, ErrorRecord, Finding, ScanResult, Skip
+from mlsec.model import Artifact, ArtifactKind, ErrorRecord, Fact, Finding, Package, ScanResult, Skip
 from mlsec.registry import ScanContext, Scanner, scanners
 
 Progress = Callable[[int, int, str], None]
@@ -40,6 +41,8 @@ class _Outcome:
     findings: tuple[Finding, ...]
     skipped: tuple[Skip, ...]
     errors: tuple[ErrorRecord, ...]
+    packages: tuple[Package, ...] = ()
+    facts: tuple[Fact, ...] = ()
 
 
 _cache: HashCache | None = None
@@ -65,16 +68,19 @@ def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
     findings: list[Finding] = []
     skipped: list[Skip] = []
     errors: list[ErrorRecord] = []
+    packages: list[Package] = []
+    facts: list[Fact] = []
+    sinks: dict[type, list[Any]] = {Finding: findings, Skip: skipped, Package: packages, Fact: facts}
     applicable: list[Scanner] = [s for s in scanners() if s.applies(artifact, ctx)]
     for scanner in applicable:
         try:
             for item in scanner.scan(artifact, ctx):
-                (findings if isinstance(item, Finding) else skipped).append(item)  # type: ignore[arg-type]
+                sinks[type(item)].append(item)
         except Exception as exc:  # noqa: BLE001 - isolation is the point: record and go on
             errors.append(ErrorRecord(cand.path, scanner.name, f"{type(exc).__name__}: {exc}"))
     if not applicable and cand.kind in (ArtifactKind.MODEL, ArtifactKind.ARCHIVE):
         skipped.append(Skip(cand.path, f"no scanner for {cand.format} content yet", "unsupported-format"))
-    return _Outcome(artifact, tuple(findings), tuple(skipped), tuple(errors))
+    return _Outcome(artifact, tuple(findings), tuple(skipped), tuple(errors), tuple(packages), tuple(facts))
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
@@ -122,4 +128,6 @@ def run(paths: Sequence[str | os.PathLike[str]], options: Options = Options(),
         skipped=tuple(sorted(skipped + [s for o in outcomes for s in o.skipped], key=lambda s: (s.path, s.code, s.reason))),
         errors=tuple(sorted((e for o in outcomes for e in o.errors), key=lambda e: (e.path, e.scanner))),
         scanners=tuple(used),
+        packages=tuple(sorted({p for o in outcomes for p in o.packages}, key=lambda p: (p.path, p.name, p.version))),
+        facts=tuple(sorted({f for o in outcomes for f in o.facts}, key=lambda f: (f.path, f.name, f.value))),
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mlsec.engine.context import Limits
-from mlsec.model import Artifact, Finding, Skip
+from mlsec.model import Artifact, Fact, Finding, Package, Skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class ScanContext:
 class Scanner(Protocol):
     """One kind of inspection over whole artifacts.
 
-    ``scan`` yields findings and skips. Hostile or malformed input is a Finding; raising means
+    ``scan`` yields findings and skips, and (for the BOM) packages and facts. Hostile or malformed input is a Finding; raising means
     the scanner itself failed, which the pipeline records as an ErrorRecord for that artifact
     (after keeping whatever was yielded before the failure).
     """
@@ -41,7 +41,7 @@ class Scanner(Protocol):
         """Whether this scanner should look at ``artifact``."""
         ...
 
-    def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterable[Finding | Skip]:
+    def scan(self, artifact: Artifact, ctx: ScanContext) -> Iterable[Finding | Skip | Package | Fact]:
         """Inspect the artifact (open it via ``artifact.fs_path``)."""
         ...
 
