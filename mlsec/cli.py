@@ -17,7 +17,7 @@ import click
 
 from mlsec import __version__, catalog
 from mlsec.engine.context import Limits
-from mlsec.model import ScanResult, Severity
+from mlsec.model import Decision, ScanResult, Severity
 from mlsec.report import FORMATS, renderer
 
 EXIT_PASS, EXIT_BLOCKED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
@@ -63,32 +63,81 @@ def main() -> None:
     """mlsec: security scanner and policy gate for ML artifacts."""
 
 
+def _scan_options(fn: Any) -> Any:
+    """Options shared by ``scan`` and ``gate`` (what to scan, how, and what to print)."""
+    options = [
+        click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path)),
+        click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="table", show_default=True,
+                     help="Report format."),
+        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write the report to FILE instead of stdout."),
+        click.option("--severity", type=click.Choice(_SEVERITIES, case_sensitive=False), default="low",
+                     show_default=True, callback=_severity,
+                     help="Lowest severity to display (does not change the exit code)."),
+        click.option("--exit-zero", is_flag=True, help="Exit 0 even when blocked (never hides 2 or 3)."),
+        click.option("-j", "--jobs", type=click.IntRange(0, 64), default=1, show_default=True,
+                     help="Parallel worker processes (0 = one per CPU)."),
+        click.option("--exclude", multiple=True, metavar="GLOB",
+                     help="gitignore-style pattern to skip (repeatable)."),
+        click.option("--no-gitignore", is_flag=True, help="Do not honour .gitignore files."),
+        click.option("--no-cache", is_flag=True, help="Do not use the hash cache."),
+        click.option("--engine", "engines", multiple=True, type=click.Choice(["mlsec", "modelscan"]),
+                     help="Model engines to run (default: mlsec; add modelscan for a second opinion)."),
+        click.option("--timeout", type=click.FloatRange(min=1), default=Limits().timeout, show_default=True,
+                     help="Seconds allowed per artifact before it is reported as incomplete."),
+        click.option("--policy", "policy_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
+                     help="Extra Rego policy directory or file; a file named like a shipped one replaces it."),
+        click.option("--waivers", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Waivers file (default: the nearest .mlsec/waivers.yaml)."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     help="Stage settings file (default: mlsec.toml or [tool.mlsec] in pyproject.toml)."),
+        click.option("--now", "now_text", metavar="TIME",
+                     help="Evaluate waiver expiry and the policy as of this ISO date/time (audits, tests)."),
+        click.option("--from", "from_stage", metavar="STAGE", help="The stage the artifacts are promoted from."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    click.echo(f"mlsec: {message}", err=True)
+    sys.exit(code)
+
+
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="table", show_default=True,
-              help="Report format.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the report to FILE instead of stdout.")
-@click.option("--severity", type=click.Choice(_SEVERITIES, case_sensitive=False), default="low",
-              show_default=True, callback=_severity, help="Lowest severity to display (does not change the exit code).")
+@_scan_options
 @click.option("--fail-on", type=click.Choice(_SEVERITIES, case_sensitive=False), default="high",
               show_default=True, callback=_severity, help="Exit 1 when a finding is at or above this severity.")
-@click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings block (never hides 2 or 3).")
-@click.option("-j", "--jobs", type=click.IntRange(0, 64), default=1, show_default=True,
-              help="Parallel worker processes (0 = one per CPU).")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="gitignore-style pattern to skip (repeatable).")
-@click.option("--no-gitignore", is_flag=True, help="Do not honour .gitignore files.")
-@click.option("--no-cache", is_flag=True, help="Do not use the hash cache.")
-@click.option("--engine", "engines", multiple=True, type=click.Choice(["mlsec", "modelscan"]),
-              help="Model engines to run (default: mlsec; add modelscan for a second opinion).")
-@click.option("--timeout", type=click.FloatRange(min=1), default=Limits().timeout, show_default=True,
-              help="Seconds allowed per artifact before it is reported as incomplete.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
-def scan(paths: tuple[Path, ...], fmt: str, output: Path | None, severity: Severity, fail_on: Severity,
-         exit_zero: bool, jobs: int, exclude: tuple[str, ...], no_gitignore: bool, no_cache: bool,
-         engines: tuple[str, ...], timeout: float, quiet: bool) -> None:
+@click.option("--stage", metavar="STAGE", help="Also decide with the policy for this stage (the decision sets the exit code).")
+def scan(fail_on: Severity, stage: str | None, **kw: Any) -> None:
     """Scan files and directories for hostile or risky ML artifacts."""
+    _run(stage=stage, fail_on=fail_on, **kw)
+
+
+@main.command()
+@_scan_options
+@click.option("--stage", metavar="STAGE", required=True, help="Target lifecycle stage (dev, staging, production or an alias).")
+def gate(stage: str, **kw: Any) -> None:
+    """Scan, then decide with the policy whether the artifacts may enter STAGE.
+
+    Exit 0 pass (warnings allowed), 1 blocked, 2 policy or configuration error,
+    3 incomplete scan when the stage requires completeness.
+    """
+    _run(stage=stage, fail_on=None, **kw)
+
+
+def _run(*, paths: tuple[Path, ...], fmt: str, output: Path | None, severity: Severity, fail_on: Severity | None,
+         exit_zero: bool, jobs: int, exclude: tuple[str, ...], no_gitignore: bool, no_cache: bool,
+         engines: tuple[str, ...], timeout: float, policy_dirs: tuple[Path, ...], waivers: Path | None,
+         config_file: Path | None, now_text: str | None, from_stage: str | None, stage: str | None,
+         quiet: bool) -> None:
+    from mlsec import gate as gating
+    from mlsec.config import ConfigError
     from mlsec.pipeline import Options, run
+    from mlsec.policy import PolicyError
+    from mlsec.suppress import WaiverError
 
     for p in paths:
         if not os.path.lexists(p):
@@ -98,6 +147,19 @@ def scan(paths: tuple[Path, ...], fmt: str, output: Path | None, severity: Sever
 
         if not available():
             raise click.UsageError("--engine modelscan needs the modelscan package: pip install 'mlsec[modelscan]'")
+    try:
+        settings = gating.Settings(
+            stage=stage,
+            from_stage=from_stage,
+            policy_dirs=policy_dirs,
+            waivers=waivers,
+            config=config_file,
+            now=gating.parse_now(now_text) if now_text else None,
+            start=paths[0],
+        )
+        prepared = gating.prepare(settings)
+    except (ConfigError, WaiverError, PolicyError) as exc:
+        _fail(str(exc))
     options = Options(
         excludes=exclude,
         use_gitignore=not no_gitignore,
@@ -108,19 +170,36 @@ def scan(paths: tuple[Path, ...], fmt: str, output: Path | None, severity: Sever
     )
     progress = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
-        result = run([str(p) for p in paths], options, on_progress=progress)
+        raw = run([str(p) for p in paths], options, on_progress=progress)
     finally:
         progress.close()
+    try:
+        result, decision, _ = gating.decide(prepared, raw)
+    except PolicyError as exc:
+        _fail(str(exc))
     color = output is None and fmt == "table" and sys.stdout.isatty()
-    text = renderer(fmt)(result, severity, color)
+    text = renderer(fmt)(result, severity, color, decision=decision)
     if output is not None:
         output.write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=False)
-    code = exit_code(result, fail_on, exit_zero)
+    if decision is None:
+        assert fail_on is not None
+        code = exit_code(result, fail_on, exit_zero)
+    else:
+        code = decision_exit_code(result, decision, gating.requires_completeness(prepared), exit_zero)
     if not quiet and (fmt != "table" or output is not None):
-        click.echo(_summary(result, fail_on), err=True)
+        click.echo(_summary(result, fail_on, decision), err=True)
     sys.exit(code)
+
+
+def decision_exit_code(result: ScanResult, decision: Decision, need_complete: bool, exit_zero: bool) -> int:
+    """0 pass/warn, 1 block, 3 incomplete when the stage requires a complete scan."""
+    if result.errors and need_complete:
+        return EXIT_INCOMPLETE
+    if not decision.allow and not exit_zero:
+        return EXIT_BLOCKED
+    return EXIT_PASS
 
 
 def exit_code(result: ScanResult, fail_on: Severity, exit_zero: bool) -> int:
@@ -133,12 +212,62 @@ def exit_code(result: ScanResult, fail_on: Severity, exit_zero: bool) -> int:
     return EXIT_PASS
 
 
-def _summary(result: ScanResult, fail_on: Severity) -> str:
-    blocking = sum(1 for f in result.findings if f.severity >= fail_on)
-    return (
-        f"mlsec: {len(result.artifacts)} files, {len(result.findings)} findings "
-        f"({blocking} at or above {fail_on.label}), {len(result.skipped)} skipped, {len(result.errors)} errors"
+def _summary(result: ScanResult, fail_on: Severity | None, decision: Decision | None) -> str:
+    head = (
+        f"mlsec: {len(result.artifacts)} files, {len(result.findings)} findings, "
+        f"{len(result.suppressed)} suppressed, {len(result.skipped)} skipped, {len(result.errors)} errors"
     )
+    if decision is not None:
+        return (f"{head}; {decision.stage}: {decision.decision.upper()} "
+                f"({len(decision.violations)} violations, {len(decision.warnings)} warnings)")
+    assert fail_on is not None
+    blocking = sum(1 for f in result.findings if f.severity >= fail_on)
+    return f"{head}; {blocking} at or above {fail_on.label}"
+
+
+@main.group("policy")
+def policy_group() -> None:
+    """Work with the gate's Rego policies."""
+
+
+@policy_group.command("test")
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Stage settings file (default: mlsec.toml or [tool.mlsec] near FOLDER).")
+@click.option("-v", "--verbose", is_flag=True, help="Also list passing cases.")
+def policy_test(folder: Path | None, config_file: Path | None, verbose: bool) -> None:
+    """Run table-driven policy cases (FOLDER/tests/*.yaml) against the policies in FOLDER.
+
+    FOLDER defaults to the shipped policies. A team folder is tested together with the shipped
+    policies it extends (a file named like a shipped one replaces it). Exit 0 when every case
+    passes, 1 when one fails, 2 when the policies or cases cannot be loaded.
+    """
+    from mlsec import config, policy, policy_test as runner
+
+    shipped = policy.default_dir()
+    folder = folder or shipped
+    try:
+        extra = () if folder.resolve() == shipped.resolve() else (folder,)
+        policies = policy.load(extra)
+        stages = config.load(policies.defaults(), folder, config_file)
+        cases = runner.load_cases(folder)
+    except (policy.PolicyError, config.ConfigError) as exc:
+        _fail(str(exc))
+    if not cases:
+        _fail(f"no test cases under {folder}/tests")
+    failed = 0
+    for file, case in cases:
+        res = runner.run_case(policies, stages, file, case)
+        if res.passed:
+            if verbose:
+                click.echo(f"PASS  {res.file}: {res.name}")
+            continue
+        failed += 1
+        click.echo(f"FAIL  {res.file}: {res.name}")
+        for line in res.diff:
+            click.echo(f"      {line}")
+    click.echo(f"{len(cases) - failed} passed, {failed} failed ({len(cases)} cases, policy {policies.digest[:19]}...)")
+    sys.exit(EXIT_BLOCKED if failed else EXIT_PASS)
 
 
 @main.group()

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from typing import Protocol
 
-from mlsec.model import ScanResult, Severity
+from mlsec.model import Decision, ScanResult, Severity
 
-Renderer = Callable[[ScanResult, Severity, bool], str]
+
+class Renderer(Protocol):
+    """A report format: the scan result (and the policy decision, when there is one) as text."""
+
+    def __call__(
+        self, result: ScanResult, min_severity: Severity, color: bool = ..., decision: Decision | None = ...
+    ) -> str: ...
 
 # Format name -> module with a ``render(result, min_severity, color) -> str``. Modules are
 # imported on use: the table needs rich, which costs more start-up than a warm scan.

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 
-from mlsec.model import ScanResult, Severity
+from mlsec.model import Decision, ScanResult, Severity
 
 
-def render(result: ScanResult, min_severity: Severity, color: bool = False) -> str:
-    """The full ScanResult, with findings below ``min_severity`` left out of ``findings``."""
+def render(
+    result: ScanResult, min_severity: Severity, color: bool = False, decision: Decision | None = None
+) -> str:
+    """The full ScanResult, with findings below ``min_severity`` left out of ``findings``.
+
+    With a policy decision, it is included under ``decision`` (``mlsec.policy-decision/v1``).
+    """
     doc = result.to_dict()
     doc["findings"] = [f.to_dict() for f in result.findings if f.severity >= min_severity]
+    if decision is not None:
+        doc["decision"] = decision.to_dict()
     return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"

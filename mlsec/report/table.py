@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mlsec.model import ScanResult, Severity
+from mlsec.model import Decision, ScanResult, Severity
 
 STYLE = {
     Severity.CRITICAL: "bold white on red",
@@ -21,8 +22,10 @@ STYLE = {
 _EVIDENCE_KEYS = ("call", "global", "offset", "error", "problem", "entry")
 
 
-def render(result: ScanResult, min_severity: Severity, color: bool = False) -> str:
-    """Render as a rich table (plain text when ``color`` is False)."""
+def render(
+    result: ScanResult, min_severity: Severity, color: bool = False, decision: Decision | None = None
+) -> str:
+    """Render as a rich table (plain text when ``color`` is False), then the decision if any."""
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=color, no_color=not color, width=160, soft_wrap=False)
     shown = [f for f in result.findings if f.severity >= min_severity]
@@ -41,10 +44,14 @@ def render(result: ScanResult, min_severity: Severity, color: bool = False) -> s
         console.print(table)
     else:
         console.print(f"No findings at or above {min_severity.label}.")
+    # File names and messages come from the scanned artifacts: never let them be read as markup.
     for s in result.skipped:
-        console.print(f"[dim]skipped[/dim] {s.path}: {s.reason}", highlight=False)
+        console.print(f"[dim]skipped[/dim] {escape(s.path)}: {escape(s.reason)}", highlight=False)
     for e in result.errors:
-        console.print(f"[bold red]error[/bold red] {e.path} ({e.scanner}): {e.message}", highlight=False)
+        console.print(f"[bold red]error[/bold red] {escape(e.path)} ({e.scanner}): {escape(e.message)}", highlight=False)
+    if result.suppressed:
+        console.print(f"{len(result.suppressed)} finding(s) suppressed by waivers or inline ignores "
+                      "(listed in --format json).", highlight=False)
     counts = {s: 0 for s in Severity}
     for f in result.findings:
         counts[f.severity] += 1
@@ -55,4 +62,23 @@ def render(result: ScanResult, min_severity: Severity, color: bool = False) -> s
         + f", {len(result.skipped)} skipped, {len(result.errors)} errors.",
         highlight=False,
     )
+    if decision is not None:
+        _decision(console, decision)
     return buf.getvalue()
+
+
+_VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "block": "bold white on red"}
+
+
+def _decision(console: Console, decision: Decision) -> None:
+    """Every reason of the policy decision, violations first."""
+    move = f"{decision.from_stage} -> {decision.stage}" if decision.from_stage else decision.stage
+    console.print(Text.assemble("\nPolicy decision for ", (move, "bold"), ": ",
+                                (decision.decision.upper(), _VERDICT_STYLE[decision.decision])))
+    for title, items in (("blocks", decision.violations), ("warns", decision.warnings)):
+        for v in items:
+            console.print(Text.assemble(f"  {title}  ", v.reason, "  ", (f"[{v.policy}]", "dim")))
+    for w in decision.waived:
+        until = f" until {w.expires}" if w.expires else ""
+        console.print(Text(f"  waived  {w.rule_id} in {w.artifact} ({w.count}) by {w.waiver_id}{until}"))
+    console.print(Text(f"  policy {decision.policy_digest[:19]}... evaluated at {decision.evaluated_at}", style="dim"))

@@ -1,0 +1,118 @@
+"""Wiring for the gate: settings → (policies, stage config, waivers) → suppression → decision.
+
+Everything that can be wrong with the configuration (an unknown stage, a broken waivers file, a
+policy that does not compile) is loaded and checked by :func:`prepare` *before* the scan runs,
+so a typo fails in a second instead of after a long scan. :func:`decide` is then pure: a scan
+result in, the suppressed result and the decision out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlsec import config, policy, suppress
+from mlsec.model import Decision, ScanResult
+
+WAIVERS_FILE = Path(".mlsec") / "waivers.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the user asked for (from the command line or a library caller)."""
+
+    stage: str | None = None
+    from_stage: str | None = None
+    policy_dirs: tuple[Path, ...] = ()
+    waivers: Path | None = None
+    config: Path | None = None
+    now: dt.datetime | None = None
+    start: Path = Path(".")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Validated inputs of the gate."""
+
+    stage: str | None
+    from_stage: str | None
+    policies: policy.PolicySet | None
+    stages: config.StageConfig | None
+    waivers: tuple[suppress.Waiver, ...]
+    waivers_path: Path | None
+    now: dt.datetime
+
+
+def find_upwards(start: Path, rel: Path) -> Path | None:
+    """``rel`` in ``start`` or the nearest parent, stopping at the repository root."""
+    here = start.resolve()
+    if here.is_file():
+        here = here.parent
+    for folder in (here, *here.parents):
+        candidate = folder / rel
+        if candidate.is_file():
+            return candidate
+        if (folder / ".git").exists():
+            break
+    return None
+
+
+def prepare(settings: Settings) -> Prepared:
+    """Load and validate everything; ConfigError, WaiverError or PolicyError on problems."""
+    now = settings.now or dt.datetime.now(dt.UTC)
+    waivers_path = settings.waivers or find_upwards(settings.start, WAIVERS_FILE)
+    waivers = suppress.load_waivers(waivers_path) if waivers_path is not None else ()
+    if settings.stage is None:
+        return Prepared(None, None, None, None, waivers, waivers_path, now)
+    policies = policy.load(settings.policy_dirs)
+    stages = config.load(policies.defaults(), settings.start, settings.config)
+    stage = stages.resolve(settings.stage)
+    from_stage = stages.resolve(settings.from_stage) if settings.from_stage else None
+    for w in waivers:
+        for s in w.stages:
+            stages.resolve(s)  # a waiver naming an unknown stage is a typo, not a no-op
+    return Prepared(stage, from_stage, policies, stages, waivers, waivers_path, now)
+
+
+def decide(
+    prepared: Prepared, result: ScanResult, bom: dict[str, Any] | None = None
+) -> tuple[ScanResult, Decision | None, suppress.Outcome]:
+    """Apply waivers, then (with a stage) evaluate the policy on the facts."""
+    outcome = suppress.apply(result, prepared.waivers, stage=prepared.stage, now=prepared.now)
+    if prepared.stage is None or prepared.policies is None or prepared.stages is None:
+        return outcome.result, None, outcome
+    pin = policy.build_input(
+        outcome.result,
+        stage=prepared.stage,
+        from_stage=prepared.from_stage,
+        now=prepared.now,
+        waivers=outcome.waivers,
+        notes=outcome.notes,
+        bom=bom,
+    )
+    return outcome.result, policy.evaluate(prepared.policies, prepared.stages, pin), outcome
+
+
+def requires_completeness(prepared: Prepared) -> bool:
+    """Does the target stage treat an incomplete scan as a failure (exit 3)?"""
+    if prepared.stage is None or prepared.stages is None:
+        return True
+    return bool(prepared.stages.stages[prepared.stage].get("fail_on_scanner_error", True))
+
+
+def parse_now(text: str) -> dt.datetime:
+    """``--now``: an ISO date or RFC 3339 time (``Z`` allowed); naive means UTC."""
+    value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise config.ConfigError(f"--now {text!r} is not an ISO date or RFC 3339 time") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def policy_dirs(values: Sequence[str]) -> tuple[Path, ...]:
+    """``--policy`` values as paths."""
+    return tuple(Path(v) for v in values)
