@@ -14,6 +14,10 @@ import rego.v1
 
 stage := data.mlsec.config.stages[input.stage]
 
+block_rank := stage.block_rank
+
+warn_rank := stage.warn_rank
+
 # -- waivers ---------------------------------------------------------------------------------
 
 # Why a claimed suppression is not accepted at this stage ("" when it is).
@@ -48,27 +52,27 @@ blocks_note := concat("", [input.stage, " blocks at ", stage.block_at])
 
 severity_violations := [v |
 	some f in input.findings
-	f.rank >= stage.block_rank
+	f.rank >= block_rank
 	v := {"finding": f.id, "policy": "mlsec.gate.severity", "note": blocks_note}
 ]
 
 rejected_waiver_violations := [v |
 	some f in rejected
-	f.rank >= stage.block_rank
+	f.rank >= block_rank
 	v := {"finding": f.id, "policy": "mlsec.gate.waivers", "note": concat("", ["suppression not accepted: ", waiver_rejection(f)])}
 ]
 
 severity_warnings := array.concat(
 	[v |
 		some f in input.findings
-		f.rank < stage.block_rank
-		f.rank >= stage.warn_rank
+		f.rank < block_rank
+		f.rank >= warn_rank
 		v := {"finding": f.id, "policy": "mlsec.gate.severity"}
 	],
 	[v |
 		some f in rejected
-		f.rank < stage.block_rank
-		f.rank >= stage.warn_rank
+		f.rank < block_rank
+		f.rank >= warn_rank
 		v := {"finding": f.id, "policy": "mlsec.gate.waivers", "note": concat("", ["suppression not accepted: ", waiver_rejection(f)])}
 	],
 )
