@@ -21,7 +21,7 @@ from mlsec.model import ArtifactKind, Skip
 
 if TYPE_CHECKING:
     from pathspec import GitIgnoreSpec
-from mlsec.sniff import ARCHIVE_FORMATS, HEAD_SIZE, MODEL_FORMATS, hinted, sniff
+from mlsec.sniff import ARCHIVE_FORMATS, DATA_FORMATS, HEAD_SIZE, MODEL_FORMATS, hinted, sniff
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".tox", ".nox",
                        ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv", "venv", ".eggs"})
@@ -50,6 +50,8 @@ def classify(rel: str, fmt: str) -> ArtifactKind:
     name = rel.rsplit("/", 1)[-1].lower()
     if fmt in MODEL_FORMATS:
         return ArtifactKind.MODEL
+    if fmt in DATA_FORMATS:
+        return ArtifactKind.DATASET
     if fmt == "zip" and name.endswith((".pt", ".pth", ".bin", ".ckpt", ".npz", ".keras", ".pkl", ".joblib")):
         return ArtifactKind.MODEL
     if fmt in ARCHIVE_FORMATS:

@@ -34,12 +34,24 @@ EXTENSION_HINTS: dict[str, str] = {
     ".h5": "hdf5",
     ".hdf5": "hdf5",
     ".keras": "zip",
+    ".pb": "protobuf",
+    ".tflite": "tflite",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".arrow": "arrow",
+    ".feather": "arrow",
 }
 
 MODEL_FORMATS = frozenset(
-    {"pickle", "numpy", "hdf5", "safetensors", "gguf", "onnx", "joblib-zf", "torch-legacy-tar"}
+    {"pickle", "numpy", "hdf5", "safetensors", "gguf", "onnx", "joblib-zf", "torch-legacy-tar", "protobuf",
+     "tflite"}
 )
-ARCHIVE_FORMATS = frozenset({"zip", "tar", "gzip", "bz2", "xz", "lzma", "zlib", "zstd", "lz4"})
+ARCHIVE_FORMATS = frozenset({"zip", "tar", "gzip", "bz2", "xz", "lzma", "zlib", "zstd", "lz4", "7z"})
+DATA_FORMATS = frozenset({"parquet", "arrow", "csv", "tsv", "jsonl", "json", "png", "jpeg", "gif", "webp", "tiff"})
 
 
 def _is_tar(head: bytes) -> bool:
@@ -78,8 +90,10 @@ def _is_safetensors(head: bytes) -> bool:
 def sniff(head: bytes) -> str:
     """Name the format of content starting with ``head`` (read at least HEAD_SIZE bytes).
 
-    Returns one of: pickle, zip, tar, gzip, bz2, xz, lzma, zlib, zstd, lz4, numpy, hdf5,
-    safetensors, gguf, joblib-zf, lfs-pointer, empty, text, binary.
+    Returns one of: pickle, zip, tar, 7z, gzip, bz2, xz, lzma, zlib, zstd, lz4, numpy, hdf5,
+    safetensors, gguf, joblib-zf, tflite, parquet, arrow, png, jpeg, gif, webp, tiff,
+    lfs-pointer, empty, text, binary. Formats without magic (ONNX and TensorFlow protobufs,
+    CSV, JSON) come from :func:`hinted` on the file name.
     """
     if not head:
         return "empty"
@@ -105,6 +119,26 @@ def sniff(head: bytes) -> str:
         return "gguf"
     if head.startswith(b"ZF0x"):
         return "joblib-zf"
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return "7z"
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"ARROW1"):
+        return "arrow"
+    if head[:4] == b"\xff\xff\xff\xff" and len(head) >= 8 and head[8:9] in (b"\x10", b"\x14"):
+        return "arrow"  # Arrow IPC stream format: continuation marker, then a flatbuffer message
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    if len(head) >= 8 and head[4:8] == b"TFL3":
+        return "tflite"
     # Pickle before tar: a pickle can carry b"ustar" at offset 257 inside a string, and the
     # loader runs it; a real tar header (a file name, then NULs) never parses as opcodes.
     if looks_like_pickle(head):
@@ -129,7 +163,11 @@ def sniff(head: bytes) -> str:
 
 
 def hinted(fmt: str, name: str) -> str:
-    """Fall back to the extension hint when the bytes were not recognized."""
+    """Fall back to the extension hint when the bytes were not recognized.
+
+    Text stays text unless the name says it is a text format (CSV, JSON...): a ``.pkl`` that is
+    really text is still sent to the pickle reader, which reports it as damaged.
+    """
     if fmt not in ("text", "binary"):
         return fmt
     lower = name.lower()
