@@ -55,7 +55,7 @@ class HashCache:
 
     def digest(self, fs_path: str, size: int, mtime_ns: int, inode: int) -> str:
         """Cached digest when the file identity matches, else hash and remember."""
-        key = os.path.abspath(fs_path)
+        key = os.fsencode(os.path.abspath(fs_path))  # bytes: file names need not be valid UTF-8
         if self._db is None or size < _MIN_CACHED:
             return sha256_file(fs_path)
         try:

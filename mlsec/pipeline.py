@@ -16,9 +16,10 @@ from typing import Any
 from mlsec import __version__
 from mlsec.discover import Candidate, discover
 from mlsec.engine.context import Limits
-from mlsec.hashing import HashCache
+from mlsec.hashing import HashCache, cache_dir
 from mlsec.model import Artifact, ArtifactKind, ErrorRecord, Fact, Finding, Package, ScanResult, Skip
 from mlsec.registry import ScanContext, Scanner, scanners
+from mlsec.resultcache import ResultCache
 
 Progress = Callable[[int, int, str], None]
 
@@ -45,14 +46,24 @@ class _Outcome:
     facts: tuple[Fact, ...] = ()
 
 
-_cache: HashCache | None = None
+# One cache connection per process, cache directory and setting (workers open their own).
+_hash_caches: dict[tuple[bool, str], HashCache] = {}
+_result_caches: dict[tuple[bool, str, str], ResultCache] = {}
 
 
 def _hash_cache(enabled: bool) -> HashCache:
-    global _cache
-    if _cache is None:
-        _cache = HashCache(enabled)
-    return _cache
+    key = (enabled, str(cache_dir()))
+    if key not in _hash_caches:
+        _hash_caches[key] = HashCache(enabled)
+    return _hash_caches[key]
+
+
+def _result_cache(enabled: bool, options: Options) -> ResultCache:
+    salt = f"{options.limits!r}\0{sorted(options.engines)}"
+    key = (enabled, str(cache_dir()), salt)
+    if key not in _result_caches:
+        _result_caches[key] = ResultCache(enabled, salt)
+    return _result_caches[key]
 
 
 def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
@@ -72,15 +83,32 @@ def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
     facts: list[Fact] = []
     sinks: dict[type, list[Any]] = {Finding: findings, Skip: skipped, Package: packages, Fact: facts}
     applicable: list[Scanner] = [s for s in scanners() if s.applies(artifact, ctx)]
+    cache = _result_cache(options.use_cache, options) if any(_cacheable(s) for s in applicable) else None
     for scanner in applicable:
+        key = cache.key(artifact, scanner.name, scanner.version) if cache is not None and _cacheable(scanner) else None
+        cached = cache.get(key, artifact.path) if cache is not None and key is not None else None
+        if cached is not None:
+            for item in cached:
+                sinks[type(item)].append(item)
+            continue
+        produced: list[Any] = []
         try:
             for item in scanner.scan(artifact, ctx):
                 sinks[type(item)].append(item)
+                produced.append(item)
         except Exception as exc:  # noqa: BLE001 - isolation is the point: record and go on
             errors.append(ErrorRecord(cand.path, scanner.name, f"{type(exc).__name__}: {exc}"))
+        else:
+            if cache is not None and key is not None:
+                cache.put(key, produced)
     if not applicable and cand.kind in (ArtifactKind.MODEL, ArtifactKind.ARCHIVE):
         skipped.append(Skip(cand.path, f"no scanner for {cand.format} content yet", "unsupported-format"))
     return _Outcome(artifact, tuple(findings), tuple(skipped), tuple(errors), tuple(packages), tuple(facts))
+
+
+def _cacheable(scanner: Scanner) -> bool:
+    """Scanners opt in with ``cacheable = True``: their output depends on the file alone."""
+    return bool(getattr(scanner, "cacheable", False))
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

@@ -36,6 +36,8 @@ class Scanner(Protocol):
 
     name: str
     version: str
+    # Optional: ``cacheable = True`` when the output depends only on the artifact's content and
+    # path (not on other files); the pipeline then reuses results for unchanged files.
 
     def applies(self, artifact: Artifact, ctx: ScanContext) -> bool:
         """Whether this scanner should look at ``artifact``."""

@@ -23,6 +23,7 @@ class ModelScanner:
 
     name = "mlsec-models"
     version = f"{__version__}+1"
+    cacheable = True  # findings depend on the file's bytes and name only
 
     def applies(self, artifact: Artifact, ctx: ScanContext) -> bool:
         """Any artifact whose sniffed format has a reader."""
