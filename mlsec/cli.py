@@ -59,38 +59,53 @@ class _Progress:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlsec")
-def main() -> None:
-    """mlsec: security scanner and policy gate for ML artifacts."""
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """mlsec: security scanner and policy gate for ML artifacts.
+
+    Settings come from the command line, then MLSEC_* environment variables, then the
+    [tool.mlsec] table of the nearest pyproject.toml (or mlsec.toml), then defaults.
+    """
+    from mlsec.config import ConfigError, command_defaults
+
+    try:
+        ctx.default_map = command_defaults(Path.cwd())
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 def _scan_options(fn: Any) -> Any:
     """Options shared by ``scan`` and ``gate`` (what to scan, how, and what to print)."""
     options = [
         click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path)),
-        click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default="table", show_default=True,
-                     help="Report format."),
+        click.option("--format", "formats", multiple=True, metavar="FORMAT[:FILE]", callback=_formats,
+                     help=f"Report format ({', '.join(sorted(FORMATS))}; default table). Repeatable: "
+                          "'--format sarif:mlsec.sarif --format markdown:summary.md' writes several reports."),
         click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Write the report to FILE instead of stdout."),
-        click.option("--severity", type=click.Choice(_SEVERITIES, case_sensitive=False), default="low",
+                     help="Write the report that has no :FILE to FILE instead of stdout."),
+        click.option("--severity", type=click.Choice(_SEVERITIES, case_sensitive=False), default="low", envvar="MLSEC_SEVERITY",
                      show_default=True, callback=_severity,
                      help="Lowest severity to display (does not change the exit code)."),
         click.option("--exit-zero", is_flag=True, help="Exit 0 even when blocked (never hides 2 or 3)."),
-        click.option("-j", "--jobs", type=click.IntRange(0, 64), default=1, show_default=True,
+        click.option("-j", "--jobs", type=click.IntRange(0, 64), default=1, show_default=True, envvar="MLSEC_JOBS",
                      help="Parallel worker processes (0 = one per CPU)."),
-        click.option("--exclude", multiple=True, metavar="GLOB",
+        click.option("--exclude", multiple=True, metavar="GLOB", envvar="MLSEC_EXCLUDE",
                      help="gitignore-style pattern to skip (repeatable)."),
         click.option("--no-gitignore", is_flag=True, help="Do not honour .gitignore files."),
-        click.option("--no-cache", is_flag=True, help="Do not use the hash cache."),
+        click.option("--only", "only", multiple=True, envvar="MLSEC_ONLY",
+                     type=click.Choice(["code", "notebook", "dependencies", "dataset", "model", "archive"]),
+                     help="Scan only artifacts of this kind (repeatable), e.g. --only dependencies."),
+        click.option("--no-cache", is_flag=True, envvar="MLSEC_NO_CACHE", help="Do not use the hash and result caches."),
         click.option("--engine", "engines", multiple=True, type=click.Choice(["mlsec", "modelscan"]),
                      help="Model engines to run (default: mlsec; add modelscan for a second opinion)."),
-        click.option("--timeout", type=click.FloatRange(min=1), default=Limits().timeout, show_default=True,
+        click.option("--timeout", type=click.FloatRange(min=1), default=Limits().timeout, show_default=True, envvar="MLSEC_TIMEOUT",
                      help="Seconds allowed per artifact before it is reported as incomplete."),
-        click.option("--policy", "policy_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
+        click.option("--policy", "policy_dirs", multiple=True, type=click.Path(exists=True, path_type=Path), envvar="MLSEC_POLICY",
                      help="Extra Rego policy directory or file; a file named like a shipped one replaces it."),
-        click.option("--waivers", type=click.Path(dir_okay=False, path_type=Path),
+        click.option("--waivers", type=click.Path(dir_okay=False, path_type=Path), envvar="MLSEC_WAIVERS",
                      help="Waivers file (default: the nearest .mlsec/waivers.yaml)."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-                     help="Stage settings file (default: mlsec.toml or [tool.mlsec] in pyproject.toml)."),
+                     envvar="MLSEC_CONFIG", help="Stage settings file (default: mlsec.toml or [tool.mlsec] in pyproject.toml)."),
         click.option("--now", "now_text", metavar="TIME",
                      help="Evaluate waiver expiry and the policy as of this ISO date/time (audits, tests)."),
         click.option("--from", "from_stage", metavar="STAGE", help="The stage the artifacts are promoted from."),
@@ -101,6 +116,19 @@ def _scan_options(fn: Any) -> Any:
     return fn
 
 
+def _formats(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, Path | None]]:
+    """Parse ``FORMAT[:FILE]`` values; at most one report may go to stdout (or ``-o``)."""
+    out: list[tuple[str, Path | None]] = []
+    for value in values or ("table",):
+        name, _, target = value.partition(":")
+        if name not in FORMATS:
+            raise click.BadParameter(f"unknown format {name!r} (choose from {', '.join(sorted(FORMATS))})")
+        out.append((name, Path(target) if target else None))
+    if sum(1 for _, target in out if target is None) > 1:
+        raise click.BadParameter("only one format can go to stdout; give the others a file: FORMAT:FILE")
+    return out
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
     click.echo(f"mlsec: {message}", err=True)
     sys.exit(code)
@@ -108,9 +136,9 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
 
 @main.command()
 @_scan_options
-@click.option("--fail-on", type=click.Choice(_SEVERITIES, case_sensitive=False), default="high",
+@click.option("--fail-on", type=click.Choice(_SEVERITIES, case_sensitive=False), default="high", envvar="MLSEC_FAIL_ON",
               show_default=True, callback=_severity, help="Exit 1 when a finding is at or above this severity.")
-@click.option("--stage", metavar="STAGE", help="Also decide with the policy for this stage (the decision sets the exit code).")
+@click.option("--stage", metavar="STAGE", envvar="MLSEC_STAGE", help="Also decide with the policy for this stage (the decision sets the exit code).")
 def scan(fail_on: Severity, stage: str | None, **kw: Any) -> None:
     """Scan files and directories for hostile or risky ML artifacts."""
     _run(stage=stage, fail_on=fail_on, **kw)
@@ -118,7 +146,7 @@ def scan(fail_on: Severity, stage: str | None, **kw: Any) -> None:
 
 @main.command()
 @_scan_options
-@click.option("--stage", metavar="STAGE", required=True, help="Target lifecycle stage (dev, staging, production or an alias).")
+@click.option("--stage", metavar="STAGE", required=True, envvar="MLSEC_STAGE", help="Target lifecycle stage (dev, staging, production or an alias).")
 def gate(stage: str, **kw: Any) -> None:
     """Scan, then decide with the policy whether the artifacts may enter STAGE.
 
@@ -128,8 +156,8 @@ def gate(stage: str, **kw: Any) -> None:
     _run(stage=stage, fail_on=None, **kw)
 
 
-def _run(*, paths: tuple[Path, ...], fmt: str, output: Path | None, severity: Severity, fail_on: Severity | None,
-         exit_zero: bool, jobs: int, exclude: tuple[str, ...], no_gitignore: bool, no_cache: bool,
+def _run(*, paths: tuple[Path, ...], formats: list[tuple[str, Path | None]], output: Path | None, severity: Severity, fail_on: Severity | None,
+         exit_zero: bool, jobs: int, exclude: tuple[str, ...], no_gitignore: bool, only: tuple[str, ...], no_cache: bool,
          engines: tuple[str, ...], timeout: float, policy_dirs: tuple[Path, ...], waivers: Path | None,
          config_file: Path | None, now_text: str | None, from_stage: str | None, stage: str | None,
          quiet: bool) -> None:
@@ -167,6 +195,7 @@ def _run(*, paths: tuple[Path, ...], fmt: str, output: Path | None, severity: Se
         use_cache=not no_cache,
         limits=Limits(timeout=timeout),
         engines=frozenset(engines or ("mlsec",)),
+        kinds=frozenset(only),
     )
     progress = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
@@ -177,18 +206,25 @@ def _run(*, paths: tuple[Path, ...], fmt: str, output: Path | None, severity: Se
         result, decision, _ = gating.decide(prepared, raw)
     except PolicyError as exc:
         _fail(str(exc))
-    color = output is None and fmt == "table" and sys.stdout.isatty()
-    text = renderer(fmt)(result, severity, color, decision=decision)
-    if output is not None:
-        output.write_text(text, encoding="utf-8")
-    else:
-        click.echo(text, nl=False)
+    to_stdout = False
+    for fmt, target in formats:
+        target = target or output
+        color = target is None and fmt == "table" and sys.stdout.isatty()
+        text = renderer(fmt)(result, severity, color, decision=decision)
+        if target is not None:
+            try:
+                target.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                _fail(f"cannot write {target}: {exc.strerror}")
+        else:
+            to_stdout = True
+            click.echo(text, nl=False)
     if decision is None:
         assert fail_on is not None
         code = exit_code(result, fail_on, exit_zero)
     else:
         code = decision_exit_code(result, decision, gating.requires_completeness(prepared), exit_zero)
-    if not quiet and (fmt != "table" or output is not None):
+    if not quiet and not (to_stdout and any(f == "table" and t is None for f, t in formats) and output is None):
         click.echo(_summary(result, fail_on, decision), err=True)
     sys.exit(code)
 
@@ -223,6 +259,57 @@ def _summary(result: ScanResult, fail_on: Severity | None, decision: Decision | 
     assert fail_on is not None
     blocking = sum(1 for f in result.findings if f.severity >= fail_on)
     return f"{head}; {blocking} at or above {fail_on.label}"
+
+
+_STARTER_CONFIG = """\
+# mlsec settings. Command-line options win over MLSEC_* environment variables, which win over
+# this file. The same keys work as [tool.mlsec] in pyproject.toml.
+
+# fail_on = "high"          # scan: exit 1 at or above this severity (without --stage)
+# severity = "low"          # lowest severity shown in reports
+# exclude = ["data/raw/**"] # gitignore-style patterns not to scan
+# jobs = 0                  # parallel workers (0 = one per CPU)
+# policy = ["policies/"]    # extra Rego policy folders (package mlsec.custom.<name>)
+# waivers = ".mlsec/waivers.yaml"
+
+# Lifecycle stages used by `mlsec gate --stage NAME` (shipped defaults shown).
+# [stages.dev]
+# block_at = "critical"
+# [stages.staging]
+# block_at = "high"
+# [stages.production]
+# block_at = "medium"
+# aliases = ["prod", "champion"]
+# allowed_model_formats = ["safetensors", "onnx", "gguf"]
+# require_model_card = true
+"""
+
+_STARTER_WAIVERS = """\
+# Accepted findings, each with an owner, a reason and an expiry date (see the README).
+version: 1
+waivers: []
+#  - id: W-0001
+#    match: {rule: MLSEC-PICKLE-003, paths: ["models/legacy/**"]}
+#    stages: [dev, staging]
+#    expires: 2027-01-31
+#    reason: legacy model, replaced by the safetensors export next quarter
+#    owner: ml-platform@example.com
+"""
+
+
+@main.command()
+@click.argument("folder", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def init(folder: Path, force: bool) -> None:
+    """Write a commented starter mlsec.toml and .mlsec/waivers.yaml into FOLDER."""
+    targets = [(folder / "mlsec.toml", _STARTER_CONFIG), (folder / ".mlsec" / "waivers.yaml", _STARTER_WAIVERS)]
+    existing = [str(p) for p, _ in targets if p.exists()]
+    if existing and not force:
+        _fail(f"not overwriting {', '.join(existing)} (use --force)")
+    for path, text in targets:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {path}")
 
 
 @main.group("policy")

@@ -186,3 +186,47 @@ def with_overrides(base: StageConfig, overrides: dict[str, Any], source: str) ->
                 target.pop(key.replace("_at", "_rank"), None)
     order = list(base.order) + [s for s in stages if s not in base.order]
     return _finish(order, stages, source)
+
+
+# [tool.mlsec] keys that set command-line defaults (CLI > MLSEC_* env > file > built-in default).
+_OPTION_KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
+    "fail_on": ("fail_on", str),
+    "severity": ("severity", str),
+    "exclude": ("exclude", list),
+    "jobs": ("jobs", int),
+    "timeout": ("timeout", (int, float)),
+    "engines": ("engines", list),
+    "policy": ("policy_dirs", list),
+    "waivers": ("waivers", str),
+    "stage": ("stage", str),
+    "no_gitignore": ("no_gitignore", bool),
+    "no_cache": ("no_cache", bool),
+}
+_TABLES = frozenset({"stages", "order", "bandit", "data", "deps", "code"})  # read by other modules
+
+
+def command_defaults(start: Path) -> dict[str, dict[str, Any]]:
+    """click ``default_map`` for ``scan`` and ``gate`` from the nearest project config."""
+    found = _find_project_config(start)
+    if found is None:
+        return {}
+    path, section = found
+    defaults: dict[str, Any] = {}
+    for key, value in section.items():
+        if key in _TABLES:
+            continue
+        spec = _OPTION_KEYS.get(key)
+        if spec is None:
+            known = ", ".join(sorted([*_OPTION_KEYS, *_TABLES]))
+            raise ConfigError(f"{path}: unknown [tool.mlsec] key {key!r} (known: {known})")
+        name, want = spec
+        if not isinstance(value, want) or isinstance(value, bool) and want is not bool:
+            raise ConfigError(f"{path}: {key} has the wrong type ({type(value).__name__})")
+        if isinstance(value, str) and name in ("waivers",):
+            value = str((path.parent / value))
+        if name == "policy_dirs":
+            value = [str(path.parent / v) for v in value]
+        defaults[name] = value
+    scan = {k: v for k, v in defaults.items()}
+    gate = {k: v for k, v in defaults.items() if k != "fail_on"}
+    return {"scan": scan, "gate": gate}

@@ -34,6 +34,7 @@ class Options:
     use_cache: bool = True
     limits: Limits = field(default_factory=Limits)
     engines: frozenset[str] = frozenset({"mlsec"})
+    kinds: frozenset[str] = frozenset()  # only these artifact kinds (empty: all), e.g. a deps-only hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,11 @@ def run(paths: Sequence[str | os.PathLike[str]], options: Options = Options(),
     candidates: list[Candidate] = []
     skipped: list[Skip] = []
     for item in discover(paths, options.excludes, options.use_gitignore):
-        (candidates if isinstance(item, Candidate) else skipped).append(item)  # type: ignore[arg-type]
+        if isinstance(item, Candidate):
+            if not options.kinds or str(item.kind) in options.kinds:
+                candidates.append(item)
+        elif not options.kinds:
+            skipped.append(item)  # with --only, skips of files of other kinds are not this run's business
     outcomes: list[_Outcome] = []
     total = len(candidates)
     if options.jobs > 1 and total > 1:

@@ -20,6 +20,10 @@ class Renderer(Protocol):
 FORMATS: dict[str, str] = {
     "json": "mlsec.report.json",
     "table": "mlsec.report.table",
+    "sarif": "mlsec.report.sarif",
+    "gitlab": "mlsec.report.gitlab",
+    "markdown": "mlsec.report.markdown",
+    "junit": "mlsec.report.junit",
 }
 
 
