@@ -17,6 +17,7 @@ _ICON = {"pass": "✅", "warn": "⚠️", "block": "❌"}
 
 
 def _cell(text: str, width: int = 300) -> str:
+    text = "".join(ch if ch.isprintable() else " " for ch in text)  # no terminal escapes in logs
     text = " ".join(text.split())
     if len(text) > width:
         text = text[: width - 1] + "…"

@@ -40,15 +40,18 @@ def render(
             ev = dict(f.evidence)
             evidence = "; ".join(f"{k}={ev[k]}" for k in _EVIDENCE_KEYS if k in ev)
             where = f.path + (f"\n  {f.location.member}" if f.location.member else "")
-            table.add_row(Text(f.severity.label.upper(), style=STYLE[f.severity]), where, f.rule_id, f.message, evidence)
+            # Text(), not str: names and messages come from artifacts and must not be read as markup.
+            table.add_row(Text(f.severity.label.upper(), style=STYLE[f.severity]), Text(_printable(where)),
+                          Text(f.rule_id), Text(_printable(f.message)), Text(_printable(evidence)))
         console.print(table)
     else:
         console.print(f"No findings at or above {min_severity.label}.")
     # File names and messages come from the scanned artifacts: never let them be read as markup.
     for s in result.skipped:
-        console.print(f"[dim]skipped[/dim] {escape(s.path)}: {escape(s.reason)}", highlight=False)
+        console.print(f"[dim]skipped[/dim] {escape(_printable(s.path))}: {escape(_printable(s.reason))}", highlight=False)
     for e in result.errors:
-        console.print(f"[bold red]error[/bold red] {escape(e.path)} ({e.scanner}): {escape(e.message)}", highlight=False)
+        console.print(f"[bold red]error[/bold red] {escape(_printable(e.path))} ({e.scanner}): {escape(_printable(e.message))}",
+                      highlight=False)
     if result.suppressed:
         console.print(f"{len(result.suppressed)} finding(s) suppressed by waivers or inline ignores "
                       "(listed in --format json).", highlight=False)
@@ -67,6 +70,11 @@ def render(
     return buf.getvalue()
 
 
+def _printable(text: str) -> str:
+    """Control characters (terminal escapes) from artifact names or contents shown as \\xNN."""
+    return "".join(ch if ch.isprintable() or ch == "\n" else f"\\x{ord(ch):02x}" for ch in text)
+
+
 _VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "block": "bold white on red"}
 
 
@@ -77,8 +85,8 @@ def _decision(console: Console, decision: Decision) -> None:
                                 (decision.decision.upper(), _VERDICT_STYLE[decision.decision])))
     for title, items in (("blocks", decision.violations), ("warns", decision.warnings)):
         for v in items:
-            console.print(Text.assemble(f"  {title}  ", v.reason, "  ", (f"[{v.policy}]", "dim")))
+            console.print(Text.assemble(f"  {title}  ", _printable(v.reason), "  ", (f"[{v.policy}]", "dim")))
     for w in decision.waived:
         until = f" until {w.expires}" if w.expires else ""
-        console.print(Text(f"  waived  {w.rule_id} in {w.artifact} ({w.count}) by {w.waiver_id}{until}"))
+        console.print(Text(_printable(f"  waived  {w.rule_id} in {w.artifact} ({w.count}) by {w.waiver_id}{until}")))
     console.print(Text(f"  policy {decision.policy_digest[:19]}... evaluated at {decision.evaluated_at}", style="dim"))
