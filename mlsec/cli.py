@@ -336,6 +336,7 @@ def policy_test(folder: Path | None, config_file: Path | None, verbose: bool) ->
     try:
         extra = () if folder.resolve() == shipped.resolve() else (folder,)
         policies = policy.load(extra)
+        policy.check_compiles(policies)
         stages = config.load(policies.defaults(), folder, config_file)
         cases = runner.load_cases(folder)
     except (policy.PolicyError, config.ConfigError) as exc:

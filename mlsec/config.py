@@ -161,7 +161,9 @@ def _finish(order: list[str], stages: dict[str, dict[str, Any]], source: str) ->
                     settings[key.replace("_at", "_rank")] = int(Severity.parse(settings[key]))
                 except ValueError as exc:
                     raise ConfigError(f"{source}: stages.{name}.{key}: {exc}") from None
-        settings.setdefault("warn_rank", settings.get("block_rank", 5))
+        if "block_at" not in settings:
+            raise ConfigError(f"{source}: stages.{name} has no block_at (a stage that can never block is a typo)")
+        settings.setdefault("warn_rank", settings["block_rank"])
         for alias in settings.get("aliases", []):
             alias = str(alias).lower()
             if alias in stages or aliases.get(alias, name) != name:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlsec import config, policy, suppress
-from mlsec.model import Decision, ScanResult
+from mlsec.model import Decision, ScanResult, Severity
 
 WAIVERS_FILE = Path(".mlsec") / "waivers.yaml"
 
@@ -65,15 +65,18 @@ def prepare(settings: Settings) -> Prepared:
     now = settings.now or dt.datetime.now(dt.UTC)
     waivers_path = settings.waivers or find_upwards(settings.start, WAIVERS_FILE)
     waivers = suppress.load_waivers(waivers_path) if waivers_path is not None else ()
-    if settings.stage is None:
+    if settings.stage is None and not settings.policy_dirs:
         return Prepared(None, None, None, None, waivers, waivers_path, now)
     policies = policy.load(settings.policy_dirs)
+    policy.check_compiles(policies)
     stages = config.load(policies.defaults(), settings.start, settings.config)
+    if waivers_path is not None:
+        # A waiver naming an unknown stage is a typo, not a no-op; aliases become stage names.
+        waivers = suppress.with_resolved_stages(waivers, stages.resolve, waivers_path)
+    if settings.stage is None:
+        return Prepared(None, None, None, None, waivers, waivers_path, now)
     stage = stages.resolve(settings.stage)
     from_stage = stages.resolve(settings.from_stage) if settings.from_stage else None
-    for w in waivers:
-        for s in w.stages:
-            stages.resolve(s)  # a waiver naming an unknown stage is a typo, not a no-op
     return Prepared(stage, from_stage, policies, stages, waivers, waivers_path, now)
 
 
@@ -81,7 +84,8 @@ def decide(
     prepared: Prepared, result: ScanResult, bom: dict[str, Any] | None = None
 ) -> tuple[ScanResult, Decision | None, suppress.Outcome]:
     """Apply waivers, then (with a stage) evaluate the policy on the facts."""
-    outcome = suppress.apply(result, prepared.waivers, stage=prepared.stage, now=prepared.now)
+    base = suppress.waivers_base(prepared.waivers_path) if prepared.waivers_path is not None else None
+    outcome = suppress.apply(result, prepared.waivers, stage=prepared.stage, now=prepared.now, base=base)
     if prepared.stage is None or prepared.policies is None or prepared.stages is None:
         return outcome.result, None, outcome
     pin = policy.build_input(
@@ -92,8 +96,16 @@ def decide(
         waivers=outcome.waivers,
         notes=outcome.notes,
         bom=bom,
+        floor=min(policy.POLICY_FLOOR, _lowest_rank(prepared)),
     )
     return outcome.result, policy.evaluate(prepared.policies, prepared.stages, pin), outcome
+
+
+def _lowest_rank(prepared: Prepared) -> Severity:
+    """The lowest severity the target stage acts on (a stage may block or warn at INFO)."""
+    assert prepared.stages is not None and prepared.stage is not None
+    settings = prepared.stages.stages[prepared.stage]
+    return Severity(max(0, min(int(settings.get("block_rank", 5)), int(settings.get("warn_rank", 5)), 4)))
 
 
 def requires_completeness(prepared: Prepared) -> bool:

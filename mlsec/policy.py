@@ -15,11 +15,14 @@ engine's output parser) is a :class:`PolicyError` — exit 2, never a silent pas
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 import re
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,9 +84,11 @@ def load(extra: Sequence[Path] = (), *, include_default: bool = True) -> PolicyS
     for root in dirs:
         if not root.exists():
             raise PolicyError(f"{root}: policy path does not exist")
+        if root.is_file() and root.suffix not in (".rego", ".json"):
+            raise PolicyError(f"{root}: not a policy (.rego) or data (.json) file")
         files = [root] if root.is_file() else sorted(p for p in root.glob("*") if p.is_file())
         for path in files:
-            if path.suffix == ".rego" or path.name == "data.json":
+            if path.suffix in (".rego", ".json"):
                 sources[path.name] = (_display(path, root), path)
     modules: list[tuple[str, str]] = []
     data: list[tuple[str, str]] = []
@@ -114,6 +119,40 @@ def load(extra: Sequence[Path] = (), *, include_default: bool = True) -> PolicyS
     return PolicySet(tuple(modules), tuple(data), "sha256:" + h.hexdigest())
 
 
+def check_compiles(policies: PolicySet) -> None:
+    """Compile every module once (before a long scan, and before policy tests run)."""
+    from regopy import Interpreter, LogLevel, RegoError
+
+    rego = Interpreter()
+    rego.log_level = LogLevel.NONE
+    with _stdout_to_stderr():
+        for name, source in policies.modules:
+            try:
+                rego.add_module(name, source)
+            except RegoError as exc:
+                raise PolicyError(_compile_error(str(exc), dict(policies.modules))) from None
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Point fd 1 at stderr while the engine runs: rego-cpp writes ``print()`` output (and,
+    at some log levels, diagnostics) straight to fd 1, which would corrupt JSON or SARIF
+    written to stdout."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 (embedded use): nothing to protect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _display(path: Path, root: Path) -> str:
     if path == root:
         return str(path)
@@ -134,7 +173,9 @@ class PolicyInput:
     messages: dict[str, str]
 
 
-def aggregate(findings: Iterable[Finding], prefix: str = "f") -> tuple[list[dict[str, Any]], dict[str, str]]:
+def aggregate(
+    findings: Iterable[Finding], prefix: str = "f", floor: Severity = Severity.LOW
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """One entry per (rule, artifact): worst severity, count, first fingerprints; and messages.
 
     Entries get ids (``f1``...) that verdicts refer to. INFO findings stay out (they never
@@ -143,7 +184,7 @@ def aggregate(findings: Iterable[Finding], prefix: str = "f") -> tuple[list[dict
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     messages: dict[tuple[str, str], str] = {}
     for f in findings:
-        if f.severity < POLICY_FLOOR:
+        if f.severity < floor:
             continue
         key = (f.rule_id, f.path)
         entry = groups.get(key)
@@ -175,7 +216,9 @@ def aggregate(findings: Iterable[Finding], prefix: str = "f") -> tuple[list[dict
     return entries, texts
 
 
-def _aggregate_suppressed(items: Iterable[Suppressed]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def _aggregate_suppressed(
+    items: Iterable[Suppressed], floor: Severity
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Like :func:`aggregate`, per (rule, artifact, waiver), with the waiver's facts."""
     by_claim: dict[tuple[str, str], list[Suppressed]] = {}
     for s in items:
@@ -192,7 +235,7 @@ def _aggregate_suppressed(items: Iterable[Suppressed]) -> tuple[list[dict[str, A
             "expires": sup.expires,
             "stages": list(sup.stages),
         }
-        entries, msgs = aggregate((s.finding for s in group), prefix=f"s{n}.")
+        entries, msgs = aggregate((s.finding for s in group), prefix=f"s{n}.", floor=floor)
         texts.update(msgs)
         out.extend(entry | {"waiver": waiver} for entry in entries)
     out.sort(key=lambda e: (e["rule_id"], e["artifact"], e["waiver"]["id"]))
@@ -208,10 +251,15 @@ def build_input(
     waivers: Sequence[WaiverStatus] = (),
     notes: Sequence[Note] = (),
     bom: dict[str, Any] | None = None,
+    floor: Severity = POLICY_FLOOR,
 ) -> PolicyInput:
-    """The ``mlsec.policy-input/v1`` document (deterministic for a given result and ``now``)."""
-    findings, messages = aggregate(result.findings)
-    suppressed, more = _aggregate_suppressed(result.suppressed)
+    """The ``mlsec.policy-input/v1`` document (deterministic for a given result and ``now``).
+
+    Findings below ``floor`` are only counted (see :data:`POLICY_FLOOR`; the gate lowers it
+    when a stage warns or blocks below it).
+    """
+    findings, messages = aggregate(result.findings, floor=floor)
+    suppressed, more = _aggregate_suppressed(result.suppressed, floor)
     messages.update(more)
     if len(findings) + len(suppressed) > MAX_INPUT_ENTRIES:
         raise PolicyError(
@@ -256,6 +304,11 @@ def build_input(
 
 def evaluate(policies: PolicySet, config: StageConfig, pin: PolicyInput) -> Decision:
     """Run the gate on one input document; PolicyError on any engine or policy problem."""
+    with _stdout_to_stderr():
+        return _evaluate(policies, config, pin)
+
+
+def _evaluate(policies: PolicySet, config: StageConfig, pin: PolicyInput) -> Decision:
     from regopy import Interpreter, LogLevel, RegoError
 
     doc = pin.doc
@@ -268,12 +321,13 @@ def evaluate(policies: PolicySet, config: StageConfig, pin: PolicyInput) -> Deci
             rego.add_module(name, source)
         except RegoError as exc:
             raise PolicyError(_compile_error(str(exc), dict(policies.modules))) from None
+    config_json = json.dumps({"mlsec": {"config": config.data()}}, sort_keys=True)
     try:
-        rego.add_data_json(json.dumps({"mlsec": {"config": config.data()}}))
+        rego.add_data_json(config_json)
         for name, data in policies.data:
             parsed = json.loads(data)
-            if name.endswith("data.json") and "mlsec" in parsed and "config" in parsed["mlsec"]:
-                parsed["mlsec"].pop("config")  # stage settings come merged from config.load
+            if isinstance(parsed.get("mlsec"), dict):
+                parsed["mlsec"].pop("config", None)  # stage settings come merged from config.load
             rego.add_data_json(json.dumps(parsed))
         rego.set_input_term(text)
         out = rego.query(ENTRYPOINT)
@@ -282,18 +336,19 @@ def evaluate(policies: PolicySet, config: StageConfig, pin: PolicyInput) -> Deci
     except ValueError as exc:  # Output() could not parse the engine's answer (an error term)
         raise PolicyError(
             f"policy evaluation failed: the engine's answer is not JSON ({exc}). Causes: an unknown "
-            'function, or sprintf("%s") on a literal or computed string (rego-cpp 1.5.2 keeps its quotes; '
-            "use concat)"
+            'function, sprintf("... %s ...") on a builtin\'s result, or upper()/lower() on text with '
+            "escapes (rego-cpp 1.5.2 bugs; build strings with concat)"
         ) from None
     if not out.ok():
         raise PolicyError(f"policy evaluation failed: {out} (e.g. conflicting rule values in a policy)")
     if len(out) != 1 or not out[0].expressions:
         raise PolicyError(f"{ENTRYPOINT} is undefined for this input (refusing to pass silently)")
     value = out[0].expressions[0]
-    return _decision(value, policies, pin, text)
+    digest = "sha256:" + hashlib.sha256(f"{policies.digest}\0{config_json}".encode()).hexdigest()
+    return _decision(value, policies, pin, text, digest)
 
 
-def _decision(value: Any, policies: PolicySet, pin: PolicyInput, text: str) -> Decision:
+def _decision(value: Any, policies: PolicySet, pin: PolicyInput, text: str, digest: str) -> Decision:
     doc = pin.doc
     entries = {e["id"]: e for e in doc["findings"] + doc["suppressed"] if "id" in e}
     if not isinstance(value, dict) or value.get("decision") not in ("pass", "warn", "block"):
@@ -316,7 +371,7 @@ def _decision(value: Any, policies: PolicySet, pin: PolicyInput, text: str) -> D
         warnings=warnings,
         waived=waived,
         errors=tuple(f"{e['path']}: {e['scanner']}: {e['message']}" for e in doc["errors"]),
-        policy_digest=policies.digest,
+        policy_digest=digest,  # the policies and the stage settings they ran with
         policy_files=policies.files,
         evaluated_at=doc["now"],
         input_digest="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
@@ -371,9 +426,9 @@ def _compile_error(raw: str, sources: dict[str, str]) -> str:
         message = raw[msg_m.end() : msg_m.end() + int(msg_m.group(1))] if msg_m else "policy error"
         where = name
         if loc and name in sources:
-            offset = int(loc.group(1))
-            before = sources[name][:offset]
-            where = f"{name}:{before.count(chr(10)) + 1}:{offset - (before.rfind(chr(10)) + 1) + 1}"
+            offset = int(loc.group(1))  # rego-cpp counts bytes of UTF-8
+            before = sources[name].encode()[:offset].decode("utf-8", "ignore")
+            where = f"{name}:{before.count(chr(10)) + 1}:{len(before) - (before.rfind(chr(10)) + 1) + 1}"
         elif name:
             where = f"{name}:?"
         line = f"{where}: {message}"

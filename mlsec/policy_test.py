@@ -144,6 +144,10 @@ def run_case(policies: policy.PolicySet, stages: config.StageConfig, file: str, 
     except (policy.PolicyError, config.ConfigError, ValueError, TypeError, KeyError) as exc:
         return CaseResult(file, name, False, (f"error: {exc}",))
     expect = case["expect"]
+    unknown = set(expect) - set(_EXPECT_KEYS)
+    if unknown:
+        return CaseResult(file, name, False, (f"error: unknown expect key(s) {sorted(unknown)} "
+                                              f"(known: {', '.join(_EXPECT_KEYS)})",))
     got = _got(decision)
     diff: list[str] = []
     for key in _EXPECT_KEYS:

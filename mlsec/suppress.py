@@ -28,8 +28,9 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import functools
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ class Waiver:
 
     def matches_site(self, rule_id: str, path: str) -> bool:
         """The rule and path keys only (fingerprints are per finding)."""
-        if self.rules and not any(fnmatch.fnmatchcase(rule_id, r) for r in self.rules):
+        if self.rules and not any(fnmatch.fnmatchcase(rule_id.upper(), r.upper()) for r in self.rules):
             return False
         return not self.paths or _spec(self.paths).match_file(path)
 
@@ -180,6 +181,10 @@ class _Node:
     def __init__(self, node: Any, loader: Any, path: Path) -> None:
         self.node, self.loader, self.path = node, loader, path
         self.line = node.start_mark.line + 1
+        self.key_line = self.line  # for a mapping value: the line of its key
+
+    def fail_key(self, message: str) -> WaiverError:
+        return WaiverError(f"{self.path}:{self.key_line}: {message}")
 
     def fail(self, message: str) -> WaiverError:
         return WaiverError(f"{self.path}:{self.line}: {message}")
@@ -191,10 +196,12 @@ class _Node:
             raise self.fail(f"{what} must be a mapping")
         out: dict[str, _Node] = {}
         for key, value in self.node.value:
-            k = _Node(key, self.loader, self.path).scalar_text(f"a key in {what}")
+            key_node = _Node(key, self.loader, self.path)
+            k = key_node.scalar_text(f"a key in {what}")
             if k in out:
-                raise _Node(key, self.loader, self.path).fail(f"duplicate key {k!r} in {what}")
+                raise key_node.fail(f"duplicate key {k!r} in {what}")
             out[k] = _Node(value, self.loader, self.path)
+            out[k].key_line = key_node.line
         return out
 
     def sequence(self, what: str) -> list[_Node]:
@@ -209,7 +216,10 @@ class _Node:
 
         if not isinstance(self.node, yaml.ScalarNode):
             raise self.fail("expected a single value")
-        return self.loader.construct_object(self.node, deep=True)
+        try:
+            return self.loader.construct_object(self.node, deep=True)
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. an impossible date: 2027-02-30
+            raise self.fail(f"invalid value {self.node.value!r}: {exc}") from None
 
     def scalar_text(self, what: str) -> str:
         value = self.value()
@@ -229,7 +239,7 @@ def _waivers_from(doc: _Node, path: Path) -> tuple[Waiver, ...]:
     top = doc.mapping("the waivers file")
     unknown = set(top) - {"version", "waivers"}
     if unknown:
-        raise top[sorted(unknown)[0]].fail(f"unknown top-level key {sorted(unknown)[0]!r} (expected version, waivers)")
+        raise top[sorted(unknown)[0]].fail_key(f"unknown top-level key {sorted(unknown)[0]!r} (expected version, waivers)")
     if "version" in top and top["version"].value() != 1:
         raise top["version"].fail("unsupported version (expected 1)")
     if "waivers" not in top:
@@ -250,7 +260,7 @@ def _waiver(entry: _Node) -> Waiver:
     unknown = set(fields) - _WAIVER_KEYS
     if unknown:
         key = sorted(unknown)[0]
-        raise fields[key].fail(f"unknown waiver key {key!r} (known: {', '.join(sorted(_WAIVER_KEYS))})")
+        raise fields[key].fail_key(f"unknown waiver key {key!r} (known: {', '.join(sorted(_WAIVER_KEYS))})")
     for required in ("id", "match", "expires"):
         if required not in fields:
             raise entry.fail(f"waiver is missing required key {required!r}")
@@ -261,7 +271,7 @@ def _waiver(entry: _Node) -> Waiver:
     unknown = set(match) - _MATCH_KEYS
     if unknown:
         key = sorted(unknown)[0]
-        raise match[key].fail(f"unknown match key {key!r} (known: {', '.join(sorted(_MATCH_KEYS))})")
+        raise match[key].fail_key(f"unknown match key {key!r} (known: {', '.join(sorted(_MATCH_KEYS))})")
     if not match:
         raise fields["match"].fail("match needs at least one of rule, paths, fingerprint")
     expires, expires_text = _expiry(fields["expires"])
@@ -317,15 +327,22 @@ def apply(
     *,
     stage: str | None,
     now: dt.datetime,
+    base: Path | None = None,
     root_lookup: dict[str, str] | None = None,
 ) -> Outcome:
     """Move findings claimed by a live waiver or an inline ignore to ``suppressed``.
 
     ``stage`` None (a plain scan) honours every unexpired waiver; with a stage, only waivers
-    listing it (or listing none). Expired waivers claim nothing. Earlier waivers win.
+    listing it (or listing none). Expired waivers claim nothing. A waiver beats an inline
+    ignore, and among waivers one with an owner and a reason beats one without (then file
+    order): the claim that the strictest stage can accept wins.
+
+    ``paths`` globs are relative to ``base`` (the folder that holds ``.mlsec/``, i.e. the
+    repository root), whatever directory was scanned; without a base, to the scan root.
     """
     fs_paths = root_lookup if root_lookup is not None else {a.path: a.fs_path for a in result.artifacts}
     inline, notes = _inline_ignores(result.findings, fs_paths)
+    rel = _relative_to(base, fs_paths)
     live_ids = {w.id for w in waivers if not w.expired(now) and (stage is None or not w.stages or stage in w.stages)}
     matched: dict[str, int] = {w.id: 0 for w in waivers}
     kept: list[Finding] = []
@@ -334,19 +351,23 @@ def apply(
     # many findings per site, and glob matching is the expensive part.
     sites: dict[tuple[str, str], list[Waiver]] = {}
     for f in result.findings:
-        claim = inline.get((f.path, f.location.line, f.rule_id)) if f.location.line is not None else None
-        if claim is None and waivers:
-            candidates = sites.get((f.rule_id, f.path))
+        claim: Suppression | None = None
+        if waivers:
+            where = rel.get(f.path, f.path)
+            candidates = sites.get((f.rule_id, where))
             if candidates is None:
-                candidates = sites[(f.rule_id, f.path)] = [w for w in waivers if w.matches_site(f.rule_id, f.path)]
+                candidates = sites[(f.rule_id, where)] = [w for w in waivers if w.matches_site(f.rule_id, where)]
             hits = [w for w in candidates if not w.fingerprints or f.fingerprint in w.fingerprints]
             for hit in hits:
                 if hit.id not in live_ids:
                     matched[hit.id] += 1  # expired or out of stage: counted, so warnings can say so
-            first = next((hit for hit in hits if hit.id in live_ids), None)
-            if first is not None:
-                matched[first.id] += 1
-                claim = first.suppression()
+            live = [hit for hit in hits if hit.id in live_ids]
+            if live:
+                best = min(live, key=lambda w: not (w.owner and w.reason))  # stable: file order breaks ties
+                matched[best.id] += 1
+                claim = best.suppression()
+        if claim is None and f.location.line is not None:
+            claim = inline.get((f.path, f.location.line, f.rule_id))
         if claim is None:
             kept.append(f)
         else:
@@ -361,6 +382,47 @@ def apply(
         suppressed=tuple(sorted(suppressed, key=lambda s: s.finding.sort_key())),
     )
     return Outcome(new, statuses, tuple(notes))
+
+
+def _relative_to(base: Path | None, fs_paths: dict[str, str]) -> dict[str, str]:
+    """Report path -> path relative to ``base`` for artifacts inside it (for waiver globs)."""
+    if base is None:
+        return {}
+    root = os.path.abspath(base)
+    out: dict[str, str] = {}
+    for path, fs in fs_paths.items():
+        if not fs:
+            continue
+        full = os.path.abspath(fs)
+        if full == root or full.startswith(root.rstrip(os.sep) + os.sep):
+            out[path] = os.path.relpath(full, root).replace(os.sep, "/")
+    return out
+
+
+def waivers_base(path: Path) -> Path:
+    """The folder waiver path globs are relative to: the one holding ``.mlsec/``, else the
+    repository root above the file, else the file's folder."""
+    folder = path.resolve().parent
+    if folder.name == ".mlsec":
+        return folder.parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
+
+
+def with_resolved_stages(waivers: Sequence[Waiver], resolve: Callable[[str], str], source: Path) -> tuple[Waiver, ...]:
+    """Waivers with stage aliases replaced by canonical names; WaiverError naming file, line and id."""
+    out: list[Waiver] = []
+    for w in waivers:
+        names: list[str] = []
+        for s in w.stages:
+            try:
+                names.append(resolve(s))
+            except Exception as exc:  # noqa: BLE001 - a ConfigError, reported with the waiver's place
+                raise WaiverError(f"{source}:{w.line}: waiver {w.id}: {exc}") from None
+        out.append(replace(w, stages=tuple(dict.fromkeys(names))))
+    return tuple(out)
 
 
 def _inline_ignores(
@@ -392,7 +454,7 @@ def _inline_ignores(
             continue
         for lineno in range(f.location.line, (f.location.end_line or f.location.line) + 1):
             hit = comments.get((f.path, lineno))
-            if hit and any(fnmatch.fnmatchcase(f.rule_id, r) for r in hit[0]):
+            if hit and any(fnmatch.fnmatchcase(f.rule_id.upper(), r) for r in hit[0]):
                 out[(f.path, f.location.line, f.rule_id)] = Suppression("inline", f"inline:{f.path}:{lineno}", hit[1])
                 break
     return out, notes

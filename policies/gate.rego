@@ -45,8 +45,9 @@ rejected := [f | some f in input.suppressed; waiver_rejection(f) != ""]
 
 # Verdicts about findings name the finding entry (`finding`: its id) and the policy; Python
 # writes the sentence from the entry (message text is not part of the input: input size is
-# what makes regopy slow). Messages built here use concat, never sprintf("%s"): rego-cpp 1.5.2
-# renders a literal or computed string under %s *with its quotes*, corrupting the output.
+# what makes regopy slow). Messages built here use concat, never sprintf("... %s ..."): rego-cpp
+# 1.5.2 renders a builtin's result (or a literal passed through a variable or function argument)
+# under %s *with its quotes*, corrupting the output. See policies/README.md.
 
 blocks_note := concat("", [input.stage, " blocks at ", stage.block_at])
 
@@ -161,6 +162,7 @@ waiver_warnings := [v |
 	some w in input.waivers
 	w.expired
 	w.applies_to_stage
+	w.matched > 0
 	v := {
 		"rule_id": "MLSEC-WAIVER-EXPIRED", "artifact": "", "severity": "info", "count": w.matched,
 		"policy": "mlsec.gate.waivers",
@@ -178,10 +180,13 @@ note_warnings := [v |
 
 # -- team policies (package mlsec.custom.<name>) ---------------------------------------------
 
+# A deny/warn entry may be an object or a string. Anything the gate cannot read still counts:
+# a team rule that fires must never be lost (fail closed).
 custom(ns, item) := {
 	"rule_id": object.get(item, "rule_id", concat("", ["custom.", ns])),
 	"artifact": object.get(item, "artifact", ""), "severity": object.get(item, "severity", "high"),
-	"count": 1, "policy": concat("", ["mlsec.custom.", ns]), "reason": item.reason,
+	"count": 1, "policy": concat("", ["mlsec.custom.", ns]),
+	"reason": object.get(item, "reason", object.get(item, "msg", json.marshal(item))),
 } if is_object(item)
 
 custom(ns, item) := {
@@ -189,9 +194,31 @@ custom(ns, item) := {
 	"policy": concat("", ["mlsec.custom.", ns]), "reason": item,
 } if is_string(item)
 
-custom_violations := [v | some ns; some item in data.mlsec.custom[ns].deny; v := custom(ns, item)]
+custom(ns, item) := {
+	"rule_id": concat("", ["custom.", ns]), "artifact": "", "severity": "high", "count": 1,
+	"policy": concat("", ["mlsec.custom.", ns]), "reason": json.marshal(item),
+} if {
+	not is_object(item)
+	not is_string(item)
+}
 
-custom_warnings := [v | some ns; some item in data.mlsec.custom[ns].warn; v := custom(ns, item)]
+# `deny` / `warn` may be sets (deny contains msg if ...) or a boolean (deny if ...). Written out
+# per name: rego-cpp 1.5.2 mishandles string literals passed as user-function arguments.
+deny_items(ns) := [item | some item in data.mlsec.custom[ns].deny] if not is_boolean(data.mlsec.custom[ns].deny)
+
+deny_items(ns) := [concat("", ["policy mlsec.custom.", ns, " deny is true"])] if data.mlsec.custom[ns].deny == true
+
+deny_items(ns) := [] if data.mlsec.custom[ns].deny == false
+
+warn_items(ns) := [item | some item in data.mlsec.custom[ns].warn] if not is_boolean(data.mlsec.custom[ns].warn)
+
+warn_items(ns) := [concat("", ["policy mlsec.custom.", ns, " warn is true"])] if data.mlsec.custom[ns].warn == true
+
+warn_items(ns) := [] if data.mlsec.custom[ns].warn == false
+
+custom_violations := [v | some ns; data.mlsec.custom[ns]; some item in deny_items(ns); v := custom(ns, item)]
+
+custom_warnings := [v | some ns; data.mlsec.custom[ns]; some item in warn_items(ns); v := custom(ns, item)]
 
 # -- decision --------------------------------------------------------------------------------
 
