@@ -7,6 +7,7 @@ Exit codes (every command): 0 pass; 1 blocked (findings at or above ``--fail-on`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -109,6 +110,12 @@ def _scan_options(fn: Any) -> Any:
         click.option("--now", "now_text", metavar="TIME",
                      help="Evaluate waiver expiry and the policy as of this ISO date/time (audits, tests)."),
         click.option("--from", "from_stage", metavar="STAGE", help="The stage the artifacts are promoted from."),
+        click.option("--bom", "bom_file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Also write the CycloneDX ML-BOM (JSON) to FILE."),
+        click.option("--spec-version", type=click.Choice(["1.6", "1.7"]), default="1.6", show_default=True,
+                     help="CycloneDX version of the ML-BOM."),
+        click.option("--reproducible", is_flag=True,
+                     help="ML-BOM serial number and timestamp from the content (and SOURCE_DATE_EPOCH)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr."),
     ]
     for option in reversed(options):
@@ -156,11 +163,26 @@ def gate(stage: str, **kw: Any) -> None:
     _run(stage=stage, fail_on=None, **kw)
 
 
+@main.command()
+@_scan_options
+@click.option("--stage", metavar="STAGE", envvar="MLSEC_STAGE",
+              help="Lifecycle stage recorded in the BOM (and used for waivers' VEX analysis).")
+def bom(stage: str | None, **kw: Any) -> None:
+    """Scan, then write the CycloneDX ML-BOM (models, datasets, libraries, vulnerabilities).
+
+    Writes to -o FILE (or --bom FILE), else stdout. The BOM is validated against the CycloneDX
+    schema before it is written. Exit 0, or 3 when the scan was incomplete or the BOM invalid.
+    """
+    kw["bom_file"] = kw.get("bom_file") or kw.get("output")
+    kw["output"] = None
+    _run(stage=stage, fail_on=None, bom_only=True, **kw)
+
+
 def _run(*, paths: tuple[Path, ...], formats: list[tuple[str, Path | None]], output: Path | None, severity: Severity, fail_on: Severity | None,
          exit_zero: bool, jobs: int, exclude: tuple[str, ...], no_gitignore: bool, only: tuple[str, ...], no_cache: bool,
          engines: tuple[str, ...], timeout: float, policy_dirs: tuple[Path, ...], waivers: Path | None,
          config_file: Path | None, now_text: str | None, from_stage: str | None, stage: str | None,
-         quiet: bool) -> None:
+         bom_file: Path | None, spec_version: str, reproducible: bool, quiet: bool, bom_only: bool = False) -> None:
     from mlsec import gate as gating
     from mlsec.config import ConfigError
     from mlsec.pipeline import Options, run
@@ -185,7 +207,9 @@ def _run(*, paths: tuple[Path, ...], formats: list[tuple[str, Path | None]], out
             now=gating.parse_now(now_text) if now_text else None,
             start=paths[0],
         )
-        prepared = gating.prepare(settings)
+        prepared = gating.prepare(settings if not bom_only else dataclasses.replace(settings, stage=None))
+        if bom_only and stage is not None:
+            prepared = dataclasses.replace(prepared, stage=stage)  # recorded in the BOM; no policy runs
     except (ConfigError, WaiverError, PolicyError) as exc:
         _fail(str(exc))
     options = Options(
@@ -202,10 +226,33 @@ def _run(*, paths: tuple[Path, ...], formats: list[tuple[str, Path | None]], out
         raw = run([str(p) for p in paths], options, on_progress=progress)
     finally:
         progress.close()
+    want_bom = bom_only or bom_file is not None
+    request = gating.BomRequest(root=paths[0] if paths[0].is_dir() else paths[0].parent,
+                                spec_version=spec_version, reproducible=reproducible) if want_bom else None
     try:
-        result, decision, _ = gating.decide(prepared, raw)
+        result, decision, _, bom_doc = gating.decide(prepared, raw, request)
     except PolicyError as exc:
         _fail(str(exc))
+    except ValueError as exc:  # the BOM builder's documented failure (e.g. a bad SOURCE_DATE_EPOCH)
+        _fail(f"cannot build the ML-BOM: {exc}")
+    if bom_doc is not None and want_bom:
+        from mlsec import bom as bom_module
+
+        problems = bom_module.validate(bom_doc, spec_version)
+        if problems:
+            _fail("the ML-BOM does not validate (a bug in mlsec):\n  " + "\n  ".join(problems[:20]), EXIT_INCOMPLETE)
+        text = bom_module.render(bom_doc)
+        if bom_file is None:
+            click.echo(text, nl=False)
+        else:
+            try:
+                bom_file.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                _fail(f"cannot write {bom_file}: {exc.strerror}")
+    if bom_only:
+        if not quiet:
+            click.echo(_summary(result, None, None) + (f"; ML-BOM written to {bom_file}" if bom_file else ""), err=True)
+        sys.exit(EXIT_INCOMPLETE if result.errors else EXIT_PASS)
     to_stdout = False
     for fmt, target in formats:
         target = target or output
@@ -256,7 +303,8 @@ def _summary(result: ScanResult, fail_on: Severity | None, decision: Decision | 
     if decision is not None:
         return (f"{head}; {decision.stage}: {decision.decision.upper()} "
                 f"({len(decision.violations)} violations, {len(decision.warnings)} warnings)")
-    assert fail_on is not None
+    if fail_on is None:
+        return head
     blocking = sum(1 for f in result.findings if f.severity >= fail_on)
     return f"{head}; {blocking} at or above {fail_on.label}"
 

@@ -80,14 +80,46 @@ def prepare(settings: Settings) -> Prepared:
     return Prepared(stage, from_stage, policies, stages, waivers, waivers_path, now)
 
 
+@dataclass(frozen=True, slots=True)
+class BomRequest:
+    """How to build the ML-BOM, when one is wanted (``--bom``, ``mlsec bom``) or needed by the stage."""
+
+    root: Path | None = None
+    spec_version: str = "1.6"
+    reproducible: bool = False
+
+
+def needs_bom(prepared: Prepared) -> bool:
+    """Does the target stage read BOM facts (model cards, licences)?"""
+    if prepared.stage is None or prepared.stages is None:
+        return False
+    settings = prepared.stages.stages[prepared.stage]
+    return bool(settings.get("require_model_card") or settings.get("require_license"))
+
+
 def decide(
-    prepared: Prepared, result: ScanResult, bom: dict[str, Any] | None = None
-) -> tuple[ScanResult, Decision | None, suppress.Outcome]:
-    """Apply waivers, then (with a stage) evaluate the policy on the facts."""
+    prepared: Prepared, result: ScanResult, bom_request: BomRequest | None = None
+) -> tuple[ScanResult, Decision | None, suppress.Outcome, dict[str, Any] | None]:
+    """Apply waivers, build the ML-BOM when asked or needed, then (with a stage) evaluate the
+    policy on the facts, including the BOM summary."""
     base = suppress.waivers_base(prepared.waivers_path) if prepared.waivers_path is not None else None
     outcome = suppress.apply(result, prepared.waivers, stage=prepared.stage, now=prepared.now, base=base)
+    doc: dict[str, Any] | None = None
+    if bom_request is not None or needs_bom(prepared):
+        from mlsec import bom as bom_module
+
+        req = bom_request or BomRequest()
+        doc = bom_module.build(
+            outcome.result, root=req.root, stage=prepared.stage, spec_version=req.spec_version,
+            reproducible=req.reproducible, vex={w.id: dict(w.vex) for w in prepared.waivers if w.vex},
+        )
+    bom = None
+    if doc is not None:
+        from mlsec import bom as bom_module
+
+        bom = bom_module.summary(doc)
     if prepared.stage is None or prepared.policies is None or prepared.stages is None:
-        return outcome.result, None, outcome
+        return outcome.result, None, outcome, doc
     pin = policy.build_input(
         outcome.result,
         stage=prepared.stage,
@@ -98,7 +130,7 @@ def decide(
         bom=bom,
         floor=min(policy.POLICY_FLOOR, _lowest_rank(prepared)),
     )
-    return outcome.result, policy.evaluate(prepared.policies, prepared.stages, pin), outcome
+    return outcome.result, policy.evaluate(prepared.policies, prepared.stages, pin), outcome, doc
 
 
 def _lowest_rank(prepared: Prepared) -> Severity:

@@ -341,7 +341,7 @@ def test_decision_exit_codes_with_an_incomplete_scan(tmp_path: Path) -> None:
     codes = {}
     for stage in ("dev", "staging"):
         prepared = gate.prepare(gate.Settings(stage=stage, start=tmp_path, now=NOW))
-        suppressed_result, decision, _ = gate.decide(prepared, res)
+        suppressed_result, decision, _, _ = gate.decide(prepared, res)
         assert decision is not None
         codes[stage] = decision_exit_code(suppressed_result, decision, gate.requires_completeness(prepared), False)
         # --exit-zero never hides an incomplete scan

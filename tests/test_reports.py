@@ -54,7 +54,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[ScanResult, Deci
     raw = dataclasses.replace(raw, errors=(ErrorRecord("models/slow.pkl", "mlsec-models", "DeadlineExceeded: 300 s"),),
                               tool_version="0.0.0-golden", scanners=(("mlsec-models", "0.0.0-golden"),))
     prepared = gate.prepare(gate.Settings(stage="staging", waivers=waivers, now=NOW, start=root))
-    result, decision, _ = gate.decide(prepared, raw)
+    result, decision, _, _ = gate.decide(prepared, raw)
     assert decision is not None
     return result, dataclasses.replace(decision, policy_digest="sha256:golden")
 
