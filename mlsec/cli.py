@@ -116,6 +116,8 @@ def _scan_options(fn: Any) -> Any:
                      help="CycloneDX version of the ML-BOM."),
         click.option("--reproducible", is_flag=True,
                      help="ML-BOM serial number and timestamp from the content (and SOURCE_DATE_EPOCH)."),
+        click.option("--online", is_flag=True, envvar="MLSEC_ONLINE",
+                     help="Also ask an online vulnerability service about dependencies (network; pip install 'mlsec[online]')."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary on stderr."),
     ]
     for option in reversed(options):
@@ -182,7 +184,8 @@ def _run(*, paths: tuple[Path, ...], formats: list[tuple[str, Path | None]], out
          exit_zero: bool, jobs: int, exclude: tuple[str, ...], no_gitignore: bool, only: tuple[str, ...], no_cache: bool,
          engines: tuple[str, ...], timeout: float, policy_dirs: tuple[Path, ...], waivers: Path | None,
          config_file: Path | None, now_text: str | None, from_stage: str | None, stage: str | None,
-         bom_file: Path | None, spec_version: str, reproducible: bool, quiet: bool, bom_only: bool = False) -> None:
+         bom_file: Path | None, spec_version: str, reproducible: bool, online: bool, quiet: bool,
+         bom_only: bool = False) -> None:
     from mlsec import gate as gating
     from mlsec.config import ConfigError
     from mlsec.pipeline import Options, run
@@ -220,6 +223,7 @@ def _run(*, paths: tuple[Path, ...], formats: list[tuple[str, Path | None]], out
         limits=Limits(timeout=timeout),
         engines=frozenset(engines or ("mlsec",)),
         kinds=frozenset(only),
+        online=online,
     )
     progress = _Progress(enabled=not quiet and sys.stderr.isatty())
     try:
@@ -358,6 +362,41 @@ def init(folder: Path, force: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         click.echo(f"wrote {path}")
+
+
+@main.group()
+def db() -> None:
+    """The offline advisory database used by the dependency scanner."""
+
+
+@db.command("update")
+@click.option("--from", "source", required=True, metavar="PATH_OR_URL",
+              help="OSV data: a PyPI all.zip, a directory of OSV JSON/YAML files (e.g. the PyPA advisory database), or one file.")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), envvar="MLSEC_ADVISORY_DB",
+              help="Database file (default: advisories.sqlite in the cache directory).")
+def db_update(source: str, db_path: Path | None) -> None:
+    """Import OSV advisories into the local database (network only when SOURCE is a URL)."""
+    from mlsec.deps import advisories
+
+    try:
+        report = advisories.update(source, db_path)
+    except advisories.AdvisoryDbError as exc:
+        _fail(str(exc))
+    for line in report.lines():
+        click.echo(line)
+
+
+@db.command("info")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), envvar="MLSEC_ADVISORY_DB",
+              help="Database file (default: advisories.sqlite in the cache directory).")
+@click.option("--max-age-days", type=click.IntRange(min=1), help="Warn when the data is older than this.")
+def db_info(db_path: Path | None, max_age_days: int | None) -> None:
+    """Where the advisory database is, where it came from, and how old its data is."""
+    from mlsec.deps import advisories
+
+    info = advisories.info(db_path, max_age=max_age_days)
+    for line in info.lines():
+        click.echo(line)
 
 
 @main.group("policy")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlsec.deps.manifests import format_of
 from mlsec.model import ArtifactKind, Skip
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".t
                        ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv", "venv", ".eggs"})
 
 _CODE_EXT = {".py": ArtifactKind.CODE, ".pyi": ArtifactKind.CODE, ".ipynb": ArtifactKind.NOTEBOOK}
-_DEP_NAMES = ("requirements", "pyproject.toml", "poetry.lock", "uv.lock", "pipfile.lock", "pylock.toml",
-              "environment.yml", "environment.yaml", "setup.cfg", "constraints")
 _DATA_EXT = (".csv", ".tsv", ".jsonl", ".parquet", ".arrow", ".feather", ".avro", ".orc")
 
 
@@ -59,7 +58,7 @@ def classify(rel: str, fmt: str) -> ArtifactKind:
     for ext, kind in _CODE_EXT.items():
         if name.endswith(ext):
             return kind
-    if name.startswith(_DEP_NAMES) and (name.endswith((".txt", ".in", ".toml", ".lock", ".yml", ".yaml", ".cfg"))):
+    if format_of(rel) is not None:
         return ArtifactKind.DEPENDENCIES
     if name.endswith(_DATA_EXT):
         return ArtifactKind.DATASET

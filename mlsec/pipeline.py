@@ -35,6 +35,8 @@ class Options:
     limits: Limits = field(default_factory=Limits)
     engines: frozenset[str] = frozenset({"mlsec"})
     kinds: frozenset[str] = frozenset()  # only these artifact kinds (empty: all), e.g. a deps-only hook
+    online: bool = False  # explicit --online: dependency scanners may ask a vulnerability service
+    online_service: str = "pypi"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,7 @@ class _Outcome:
     errors: tuple[ErrorRecord, ...]
     packages: tuple[Package, ...] = ()
     facts: tuple[Fact, ...] = ()
+    ran: tuple[tuple[str, str], ...] = ()  # (name, version) of every scanner that looked at it
 
 
 # One cache connection per process, cache directory and setting (workers open their own).
@@ -69,7 +72,8 @@ def _result_cache(enabled: bool, options: Options) -> ResultCache:
 
 def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
     """Hash one file and run every applicable scanner on it, isolating failures."""
-    ctx = ScanContext(limits=options.limits, engines=options.engines)
+    ctx = ScanContext(limits=options.limits, engines=options.engines, online=options.online,
+                      online_service=options.online_service)
     try:
         digest = _hash_cache(options.use_cache).digest(cand.fs_path, cand.size, cand.mtime_ns, cand.inode)
     except OSError as exc:
@@ -104,7 +108,8 @@ def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
                 cache.put(key, produced)
     if not applicable and cand.kind in (ArtifactKind.MODEL, ArtifactKind.ARCHIVE):
         skipped.append(Skip(cand.path, f"no scanner for {cand.format} content yet", "unsupported-format"))
-    return _Outcome(artifact, tuple(findings), tuple(skipped), tuple(errors), tuple(packages), tuple(facts))
+    return _Outcome(artifact, tuple(findings), tuple(skipped), tuple(errors), tuple(packages), tuple(facts),
+                    tuple((s.name, s.version) for s in applicable))
 
 
 def _cacheable(scanner: Scanner) -> bool:
@@ -153,7 +158,7 @@ def run(paths: Sequence[str | os.PathLike[str]], options: Options = Options(),
             if on_progress:
                 on_progress(i, total, cand.path)
     findings = _dedupe([f for o in outcomes for f in o.findings])
-    used = sorted({(s.name, s.version) for s in scanners() if s.name in {f.scanner for f in findings} or s.name == "mlsec-models"})
+    used = sorted({pair for o in outcomes for pair in o.ran})
     return ScanResult(
         tool_version=__version__,
         artifacts=tuple(sorted((o.artifact for o in outcomes), key=lambda a: a.path)),

@@ -24,6 +24,8 @@ class ScanContext:
 
     limits: Limits = Limits()
     engines: frozenset[str] = frozenset({"mlsec"})
+    online: bool = False  # network features (advisory services) only when asked for
+    online_service: str = "pypi"
 
 
 class Scanner(Protocol):

@@ -93,12 +93,16 @@ def test_demo_bom_validates_and_has_each_model_with_its_hash() -> None:
         assert props(comp, "mlsec:path") == [path] and props(comp, "mlsec:format") == [artifact.format]
         assert "modelCard" not in comp  # nothing is known about these pickles: no empty card
     assert doc["metadata"]["component"] == {"bom-ref": "project:demo", "name": "demo", "type": "application"}
-    assert sorted(depends_on(doc, "project:demo")) == sorted(f"model:{p}" for p in models)
+    # The project depends on its models and on the libraries its requirements.txt declares.
+    libraries = sorted(c["bom-ref"] for c in comps.values() if c["type"] == "library")
+    assert libraries == ["pkg:pypi/joblib", "pkg:pypi/scikit-learn@1.5.0", "pkg:pypi/torch@2.13.0"]
+    assert all(comps[ref]["purl"] == ref for ref in libraries)
+    assert sorted(depends_on(doc, "project:demo")) == sorted([*(f"model:{p}" for p in models), *libraries])
 
 
 def test_demo_pickle_finding_is_a_vulnerability_on_its_model() -> None:
     doc = bom.build(scan_path(DEMO))
-    (vuln,) = doc["vulnerabilities"]
+    (vuln,) = [v for v in doc["vulnerabilities"] if v["affects"][0]["ref"].startswith("model:")]
     assert vuln["id"] == "MLSEC-PICKLE-001" and vuln["source"] == {"name": "mlsec"}
     assert vuln["affects"] == [{"ref": "model:models/churn_model.pkl"}]  # paths are relative to the scan root
     assert vuln["ratings"][0]["severity"] == "critical" and vuln["cwes"] == [502]
@@ -109,7 +113,8 @@ def test_demo_pickle_finding_is_a_vulnerability_on_its_model() -> None:
 def test_demo_summary_names_models_without_licence_or_card() -> None:
     doc = bom.build(scan_path(DEMO))
     s = bom.summary(doc)
-    assert s["counts"]["models"] == 3 and s["counts"]["vulnerabilities"] == 1
+    # The pickle finding, plus the requirements file's supply-chain findings (unpinned joblib, no hashes).
+    assert s["counts"]["models"] == 3 and s["counts"]["vulnerabilities"] == len(doc["vulnerabilities"]) >= 2
     assert s["models_without_sha256"] == []
     assert len(s["models_without_license"]) == 3 and s["models_without_license"] == s["models_without_model_card"]
     assert all(m["has_sha256"] and not m["has_license"] for m in s["models"])
