@@ -30,6 +30,7 @@ EXTENSION_HINTS: dict[str, str] = {
     ".npz": "zip",
     ".safetensors": "safetensors",
     ".gguf": "gguf",
+    ".7z": "7z",
     ".onnx": "onnx",
     ".h5": "hdf5",
     ".hdf5": "hdf5",
@@ -139,6 +140,10 @@ def sniff(head: bytes) -> str:
         return "tiff"
     if len(head) >= 8 and head[4:8] == b"TFL3":
         return "tflite"
+    # safetensors before pickle: a header length whose low byte is a pickle opcode (128 = PROTO)
+    # also parses as a pickle prefix; the safetensors reader reads such files as a pickle too.
+    if head[8:10] == b'{"' and _is_safetensors(head):
+        return "safetensors"
     # Pickle before tar: a pickle can carry b"ustar" at offset 257 inside a string, and the
     # loader runs it; a real tar header (a file name, then NULs) never parses as opcodes.
     if looks_like_pickle(head):

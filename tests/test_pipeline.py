@@ -52,6 +52,6 @@ def test_crash_isolation_holds_in_worker_processes(tmp_path: Path, crashy: None)
 
 
 def test_unsupported_model_formats_are_reported_as_skipped(tmp_path: Path) -> None:
-    (tmp_path / "m.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\0" * 32)
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\0" * 32)  # no TFLite reader yet
     result = scan_path(tmp_path)
-    assert [(s.path, s.code) for s in result.skipped] == [("m.gguf", "unsupported-format")]
+    assert [(s.path, s.code) for s in result.skipped] == [("m.tflite", "unsupported-format")]

@@ -1,6 +1,6 @@
 """Route a byte stream to the reader for its format, recursively.
 
-Containers (zip, tar, gzip, joblib, PyTorch, NumPy) hold other formats; every reader hands
+Containers (zip, tar, 7z, gzip, joblib, PyTorch, NumPy) hold other formats; every reader hands
 its members back here, so a pickle inside a zip inside a tar.gz gets the same engine as a bare
 pickle, and one depth limit holds for the whole chain. Readers register themselves with
 :func:`handles`; the modules that define them are imported once, on first use.
@@ -27,6 +27,12 @@ _READER_MODULES = (
     "mlsec.scanners.model_numpy",
     "mlsec.scanners.model_torch",
     "mlsec.scanners.archive",
+    "mlsec.scanners.archive_7z",
+    "mlsec.scanners.model_keras",
+    "mlsec.scanners.model_savedmodel",
+    "mlsec.scanners.model_onnx",
+    "mlsec.scanners.model_safetensors",
+    "mlsec.scanners.model_gguf",
 )
 _loaded = False
 
@@ -68,9 +74,21 @@ def inspect(stream: Stream, insp: Inspection, member: str | None, depth: int, na
     """
     _load()
     insp.check_time()
-    fmt = hinted(sniff(stream.peek(HEAD_SIZE)), name)
+    head = stream.peek(HEAD_SIZE)
+    fmt = hinted(sniff(head), name)
+    if fmt == "pickle" and stream.seekable and safetensors_shaped(head):
+        # A safetensors header length whose low byte is a pickle opcode (0x80 for 128, 384...)
+        # sniffs as pickle; read such files both ways so the safetensors checks are not skipped.
+        run_format("safetensors", stream.window(stream.tell(), stream.remaining() or 0), insp, member, depth)
     run_format(fmt, stream, insp, member, depth)
     return fmt
+
+
+def safetensors_shaped(head: bytes) -> bool:
+    """An 8-byte little-endian length (at most 100 MB, within ``head``'s file) then ``{"``."""
+    if len(head) < 10 or head[8:10] != b'{"':
+        return False
+    return 2 <= int.from_bytes(head[:8], "little") <= 100_000_000
 
 
 def run_format(fmt: str, stream: Stream, insp: Inspection, member: str | None, depth: int) -> None:

@@ -274,7 +274,7 @@ def _member_stream(stream: Stream, insp: Inspection, entry: ZipEntry, label: str
 @dispatch.handles("zip")
 def inspect_zip(stream: Stream, insp: Inspection, member: str | None, depth: int) -> None:
     """Inspect every zip entry that can be located, from the raw headers."""
-    from mlsec.scanners import model_torch
+    from mlsec.scanners import model_keras, model_torch
 
     if not stream.seekable:
         # A zip inside a compressed stream: zip needs random access. Keep it in memory when small.
@@ -315,6 +315,7 @@ def inspect_zip(stream: Stream, insp: Inspection, member: str | None, depth: int
         entries = entries[: insp.limits.max_members]
     _check_entries(view, size, entries, insp, member)
     torch_layout = model_torch.TorchZip.detect(entries)
+    keras_layout = torch_layout is None and model_keras.is_keras_zip([e.name for e in entries])
     for entry in entries:
         insp.check_time()
         if entry.data_offset < 0 or entry.name.endswith("/"):
@@ -334,6 +335,8 @@ def inspect_zip(stream: Stream, insp: Inspection, member: str | None, depth: int
             continue
         if torch_layout is not None and entry.name.endswith(".pkl"):
             guarded(lambda: model_torch.inspect_data_pickle(torch_layout, inner, insp, label, depth + 1), insp, label)
+        elif keras_layout and entry.name == "config.json":
+            guarded(lambda: model_keras.inspect_keras_config(inner, insp, label, depth + 1), insp, label)
         else:
             guarded(lambda: dispatch.inspect(inner, insp, label, depth + 1, entry.name), insp, label)
     if torch_layout is not None:

@@ -1,8 +1,10 @@
-"""The model scanner: runs mlsec's own format readers over pickle-family artifacts.
+"""The model scanner: runs mlsec's own format readers over model and archive artifacts.
 
 It covers every format that has a reader in ``mlsec.engine.dispatch`` (pickle, joblib,
-PyTorch, NumPy, zip/tar archives and compressed streams); nested content is dispatched by
-the readers themselves.
+PyTorch, NumPy, Keras HDF5 and ``.keras``, TensorFlow protobufs, ONNX, safetensors, GGUF,
+zip/tar/7z archives and compressed streams); nested content is dispatched by the readers
+themselves. Checks that need other files of a directory (ONNX external data, SavedModel
+assets, Hugging Face layouts) are separate, uncached scanners.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from mlsec.registry import ScanContext, register
 
 @register
 class ModelScanner:
-    """mlsec's own engine for pickle-family models and the containers that carry them."""
+    """mlsec's own format readers for models and the containers that carry them."""
 
     name = "mlsec-models"
-    version = f"{__version__}+1"
+    version = f"{__version__}+2"
     cacheable = True  # findings depend on the file's bytes and name only
 
     def applies(self, artifact: Artifact, ctx: ScanContext) -> bool:
