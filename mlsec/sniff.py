@@ -78,7 +78,20 @@ def tar_checksum_ok(head: bytes) -> bool:
 
 
 def _is_zlib(head: bytes) -> bool:
-    return len(head) >= 2 and head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and (head[0] << 8 | head[1]) % 31 == 0
+    """A zlib header (CMF/FLG checksum) that also starts a valid deflate stream.
+
+    The two-byte check alone accepts text: ``x = 1`` and ``x^`` pass it, which would turn a
+    Python file into an "archive". Inflating the first bytes settles it cheaply.
+    """
+    if not (len(head) >= 2 and head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and (head[0] << 8 | head[1]) % 31 == 0):
+        return False
+    import zlib
+
+    try:
+        zlib.decompressobj().decompress(head[:256], 64)
+    except zlib.error:
+        return False
+    return True
 
 
 def _is_safetensors(head: bytes) -> bool:

@@ -121,3 +121,12 @@ def test_sha256_matches_hashlib_and_cache_is_reused(tmp_path: Path) -> None:
     first = scan_path(tmp_path / "big.pkl")
     second = scan_path(tmp_path / "big.pkl")
     assert first.artifacts[0].sha256 == second.artifacts[0].sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_text_that_starts_like_a_zlib_header_is_text() -> None:
+    # b"x = 1" and b"x^" pass zlib's two-byte header check; they are Python, not archives.
+    import zlib
+
+    assert sniff(b"x = 1\nprint(x)\n") == "text"
+    assert sniff(b"x^2 + y^2\n") == "text"
+    assert sniff(zlib.compress(b"payload" * 20)) == "zlib"

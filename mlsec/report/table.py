@@ -19,7 +19,7 @@ STYLE = {
     Severity.INFO: "dim",
 }
 
-_EVIDENCE_KEYS = ("call", "global", "offset", "error", "problem", "entry")
+_EVIDENCE_KEYS = ("call", "global", "offset", "error", "problem", "entry", "column", "count", "masked_samples")
 
 
 def render(
