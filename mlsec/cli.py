@@ -97,8 +97,9 @@ def _scan_options(fn: Any) -> Any:
                      type=click.Choice(["code", "notebook", "dependencies", "dataset", "model", "archive"]),
                      help="Scan only artifacts of this kind (repeatable), e.g. --only dependencies."),
         click.option("--no-cache", is_flag=True, envvar="MLSEC_NO_CACHE", help="Do not use the hash and result caches."),
-        click.option("--engine", "engines", multiple=True, type=click.Choice(["mlsec", "modelscan"]),
-                     help="Model engines to run (default: mlsec; add modelscan for a second opinion)."),
+        click.option("--engine", "engines", multiple=True, type=click.Choice(["mlsec", "bandit", "modelscan"]),
+                     help="Engines to run (default: mlsec and bandit). mlsec: models, ML code rules, notebooks, "
+                          "secrets, dependencies, data; bandit: general Python rules; modelscan: second opinion on models."),
         click.option("--timeout", type=click.FloatRange(min=1), default=Limits().timeout, show_default=True, envvar="MLSEC_TIMEOUT",
                      help="Seconds allowed per artifact before it is reported as incomplete."),
         click.option("--policy", "policy_dirs", multiple=True, type=click.Path(exists=True, path_type=Path), envvar="MLSEC_POLICY",
@@ -221,7 +222,7 @@ def _run(*, paths: tuple[Path, ...], formats: list[tuple[str, Path | None]], out
         jobs=jobs or (os.cpu_count() or 1),
         use_cache=not no_cache,
         limits=Limits(timeout=timeout),
-        engines=frozenset(engines or ("mlsec",)),
+        engines=frozenset(engines or ("mlsec", "bandit")),
         kinds=frozenset(only),
         online=online,
     )

@@ -33,7 +33,7 @@ class Options:
     jobs: int = 1
     use_cache: bool = True
     limits: Limits = field(default_factory=Limits)
-    engines: frozenset[str] = frozenset({"mlsec"})
+    engines: frozenset[str] = frozenset({"mlsec", "bandit"})
     kinds: frozenset[str] = frozenset()  # only these artifact kinds (empty: all), e.g. a deps-only hook
     online: bool = False  # explicit --online: dependency scanners may ask a vulnerability service
     online_service: str = "pypi"
@@ -90,7 +90,11 @@ def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
     applicable: list[Scanner] = [s for s in scanners() if s.applies(artifact, ctx)]
     cache = _result_cache(options.use_cache, options) if any(_cacheable(s) for s in applicable) else None
     for scanner in applicable:
-        key = cache.key(artifact, scanner.name, scanner.version) if cache is not None and _cacheable(scanner) else None
+        version = scanner.version
+        salt = getattr(scanner, "cache_salt", None)
+        if salt is not None:
+            version += "\0" + salt(artifact)  # e.g. the project's bandit test selection
+        key = cache.key(artifact, scanner.name, version) if cache is not None and _cacheable(scanner) else None
         cached = cache.get(key, artifact.path) if cache is not None and key is not None else None
         if cached is not None:
             for item in cached:
@@ -158,6 +162,10 @@ def run(paths: Sequence[str | os.PathLike[str]], options: Options = Options(),
             if on_progress:
                 on_progress(i, total, cand.path)
     findings = _dedupe([f for o in outcomes for f in o.findings])
+    packages = sorted({p for o in outcomes for p in o.packages}, key=lambda p: (p.path, p.name, p.version))
+    from mlsec.scanners.code_ml import refine_torch_findings  # needs the project's torch pin: cross-file
+
+    findings = refine_torch_findings(findings, packages)
     used = sorted({pair for o in outcomes for pair in o.ran})
     return ScanResult(
         tool_version=__version__,
@@ -166,6 +174,6 @@ def run(paths: Sequence[str | os.PathLike[str]], options: Options = Options(),
         skipped=tuple(sorted(skipped + [s for o in outcomes for s in o.skipped], key=lambda s: (s.path, s.code, s.reason))),
         errors=tuple(sorted((e for o in outcomes for e in o.errors), key=lambda e: (e.path, e.scanner))),
         scanners=tuple(used),
-        packages=tuple(sorted({p for o in outcomes for p in o.packages}, key=lambda p: (p.path, p.name, p.version))),
+        packages=tuple(packages),
         facts=tuple(sorted({f for o in outcomes for f in o.facts}, key=lambda f: (f.path, f.name, f.value))),
     )

@@ -23,7 +23,7 @@ class ScanContext:
     """Settings a scanner may need; the same for every artifact of a run."""
 
     limits: Limits = Limits()
-    engines: frozenset[str] = frozenset({"mlsec"})
+    engines: frozenset[str] = frozenset({"mlsec", "bandit"})
     online: bool = False  # network features (advisory services) only when asked for
     online_service: str = "pypi"
 
@@ -62,10 +62,17 @@ def register(cls: type) -> type:
     return cls
 
 
-def scanners() -> list[Scanner]:
-    """All registered scanners, sorted by name (imports ``mlsec.scanners.*`` once)."""
-    import mlsec.scanners as pkg
+_imported = False
 
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+def scanners() -> list[Scanner]:
+    """All registered scanners, sorted by name (``mlsec.scanners.*`` is imported once per process:
+    listing the package directory for every file was a measurable part of a cached re-scan)."""
+    global _imported
+    if not _imported:
+        import mlsec.scanners as pkg
+
+        for mod in pkgutil.iter_modules(pkg.__path__):
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+        _imported = True
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]

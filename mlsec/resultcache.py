@@ -66,6 +66,10 @@ class ResultCache:
             directory = cache_dir()
             directory.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(directory / "results.sqlite", timeout=5)
+            # One commit per scanned file: WAL + NORMAL sync keeps that cheap (a cache may lose the
+            # last entries in a power cut; it is only a cache).
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS r (key TEXT PRIMARY KEY, items TEXT)")
         except (OSError, sqlite3.Error):
             self._db = None

@@ -430,6 +430,7 @@ def _inline_ignores(
 ) -> tuple[dict[tuple[str, int | None, str], Suppression], list[Note]]:
     """Inline ``# mlsec: ignore[...]`` comments on the lines findings point at."""
     wanted: dict[str, set[int]] = {}
+    findings = [f for f in findings if not (f.location.member or "").startswith("cell ")]  # lines inside a cell
     for f in findings:
         if f.location.line is not None and f.path in fs_paths:
             span = range(f.location.line, (f.location.end_line or f.location.line) + 1)
