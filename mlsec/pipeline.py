@@ -8,6 +8,7 @@ The library stays quiet: progress goes to an optional callback; only the CLI pri
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,11 @@ _hash_caches: dict[tuple[bool, str], HashCache] = {}
 _result_caches: dict[tuple[bool, str, str], ResultCache] = {}
 
 
+@functools.lru_cache(maxsize=8)
+def _salt(limits: Limits, engines: frozenset[str]) -> str:
+    return f"{limits!r}\0{sorted(engines)}"
+
+
 def _hash_cache(enabled: bool) -> HashCache:
     key = (enabled, str(cache_dir()))
     if key not in _hash_caches:
@@ -63,7 +69,7 @@ def _hash_cache(enabled: bool) -> HashCache:
 
 
 def _result_cache(enabled: bool, options: Options) -> ResultCache:
-    salt = f"{options.limits!r}\0{sorted(options.engines)}"
+    salt = _salt(options.limits, options.engines)
     key = (enabled, str(cache_dir()), salt)
     if key not in _result_caches:
         _result_caches[key] = ResultCache(enabled, salt)

@@ -30,6 +30,8 @@ Configuration, nearest ``mlsec.toml`` or ``pyproject.toml`` ``[tool.mlsec]`` abo
 
 from __future__ import annotations
 
+import os
+
 import ast
 import functools
 import hashlib
@@ -111,7 +113,9 @@ def _config_for_dir(directory: str) -> BanditSelection:
 
 def bandit_config(fs_path: str) -> BanditSelection:
     """The bandit test selection for a file, from the nearest project configuration."""
-    return _config_for_dir(str(Path(fs_path).resolve().parent))
+    # abspath, not resolve(): this runs for every file of a cached re-scan, and the lookup of
+    # the nearest config is by directory either way.
+    return _config_for_dir(os.path.dirname(os.path.abspath(fs_path)))
 
 
 # --------------------------------------------------------------------------------------------
