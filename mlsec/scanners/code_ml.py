@@ -302,7 +302,7 @@ _VERSION = re.compile(r"\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(.*)")
 
 
 def weights_only_is_safe(torch_version: str | None) -> bool:
-    """True when ``torch.load(..., weights_only=True)`` is not bypassable in this torch version.
+    """True when torch's loader with ``weights_only=True`` is not bypassable in this torch version.
 
     CVE-2025-32434 (GHSA-53q9-r3pm-6pq6): torch < 2.6.0 executes code from a crafted
     checkpoint even with ``weights_only=True``. Unknown versions are not known to be safe.

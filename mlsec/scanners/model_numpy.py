@@ -1,7 +1,7 @@
 """NumPy ``.npy`` files (and ``.npz`` members, which reach here through the zip reader).
 
 The header is a Python dict literal (parsed with ``ast.literal_eval``, which evaluates literals
-only). Arrays with an object dtype are stored as a pickle, which ``np.load(allow_pickle=True)``
+only). Arrays with an object dtype are stored as a pickle, which ``np.load`` with ``allow_pickle`` set
 runs: that pickle goes through the engine. Fixed-size arrays must have exactly
 ``prod(shape) * itemsize`` bytes after the header; anything else is reported, since extra bytes
 can carry a payload for a loader that reads past the array.
@@ -94,7 +94,7 @@ def inspect_npy(stream: Stream, insp: Inspection, member: str | None, depth: int
     if has_object:
         insp.add(
             "MLSEC-NUMPY-001",
-            "Object-dtype array: loading needs allow_pickle=True; its pickle is inspected",
+            "Object-dtype array: loading needs allow_pickle; its pickle is inspected",
             key="object-array",
             member=member,
             evidence={"descr": str(meta["descr"])[:80], "shape": str(shape)[:80]},
