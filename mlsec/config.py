@@ -15,6 +15,7 @@ Python resolves names and turns severities into ranks here; Rego only compares n
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import tomllib
 from dataclasses import dataclass
@@ -83,18 +84,37 @@ def _find_project_config(start: Path) -> tuple[Path, dict[str, Any]] | None:
             return own, _read_toml(own)
         py = folder / "pyproject.toml"
         if py.is_file():
-            doc = _read_toml(py)
-            section = doc.get("tool", {}).get("mlsec")
+            try:
+                st = py.stat()
+                doc = _parse_toml(str(py), st.st_mtime_ns, st.st_size)  # shared: copy only our table
+            except OSError as exc:
+                raise ConfigError(f"{py}: {exc}") from None
+            tool = doc.get("tool", {})
+            section = tool.get("mlsec") if isinstance(tool, dict) else None
             if section is not None:
-                return py, section
+                return py, copy.deepcopy(section)
         if (folder / ".git").exists():
             break  # do not read configuration from outside the repository
     return None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file once per process and version of the file.
+
+    Per-file scanners look up the nearest project config for every directory they visit; a big
+    pyproject.toml parsed 150 times was most of a cached re-scan. Callers get a deep copy.
+    """
     try:
-        with path.open("rb") as fh:
+        st = path.stat()
+        return copy.deepcopy(_parse_toml(str(path), st.st_mtime_ns, st.st_size))
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_toml(path: str, _mtime_ns: int, _size: int) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
             return tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
