@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from mlsec import catalog
-from mlsec.engine.stream import BudgetExceeded
+from mlsec.engine.stream import BudgetExceeded, Stream, bytes_stream
 from mlsec.model import Finding, Location, Severity, Skip
 
 
@@ -99,3 +99,19 @@ class Inspection:
 def join_member(parent: str | None, name: str) -> str:
     """Member chain notation: ``outer.zip!inner/data.pkl``."""
     return name if not parent else f"{parent}!{name}"
+
+
+def random_access(stream: Stream, insp: Inspection, member: str | None, what: str, key: str) -> Stream | None:
+    """A seekable view of ``stream`` for formats that need random access (zip, 7z, HDF5).
+
+    A stream inside a compressed container cannot seek: it is kept in memory when it fits in
+    ``limits.keep_bytes``, otherwise the limit is reported (MLSEC-SCAN-001) and None returned.
+    """
+    if stream.seekable:
+        return stream
+    data = stream.read(insp.limits.keep_bytes + 1)
+    if len(data) > insp.limits.keep_bytes:
+        insp.add("MLSEC-SCAN-001", f"{what} inside a compressed stream is too large to inspect in memory",
+                 key=key, member=member)
+        return None
+    return bytes_stream(data)

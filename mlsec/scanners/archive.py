@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from mlsec.engine import dispatch
-from mlsec.engine.context import Inspection, join_member
+from mlsec.engine.context import Inspection, join_member, random_access
 from mlsec.engine.stream import BudgetExceeded, CorruptData, Stream
 import itertools
 
@@ -278,18 +278,10 @@ def inspect_zip(stream: Stream, insp: Inspection, member: str | None, depth: int
 
     if not stream.seekable:
         # A zip inside a compressed stream: zip needs random access. Keep it in memory when small.
-        data = stream.read(insp.limits.keep_bytes + 1)
-        if len(data) > insp.limits.keep_bytes:
-            insp.add(
-                "MLSEC-SCAN-001",
-                "Zip archive inside a compressed stream is too large to inspect in memory",
-                key="zip-in-stream",
-                member=member,
-            )
+        buffered = random_access(stream, insp, member, "Zip archive", "zip-in-stream")
+        if buffered is None:
             return
-        from mlsec.engine.stream import bytes_stream
-
-        stream = bytes_stream(data)
+        stream = buffered
     elif stream.tell():
         # The zip follows other data (a pickle, a stub): its offsets count from where it starts.
         stream = stream.window(stream.tell(), stream.remaining() or 0)

@@ -18,8 +18,8 @@ import tempfile
 from typing import Any
 
 from mlsec.engine import dispatch
-from mlsec.engine.context import DeadlineExceeded, Inspection, join_member
-from mlsec.engine.stream import BudgetExceeded, CorruptData, Stream, bytes_stream
+from mlsec.engine.context import DeadlineExceeded, Inspection, join_member, random_access
+from mlsec.engine.stream import BudgetExceeded, CorruptData, Stream
 from mlsec.scanners.archive import guarded
 from mlsec.scanners.model_keras import WindowFile
 
@@ -114,13 +114,10 @@ def inspect_7z(stream: Stream, insp: Inspection, member: str | None, depth: int)
         insp.skip("7z content not inspected: py7zr is not installed (pip install 'mlsec[formats]')",
                   "missing-dependency")
         return
-    if not stream.seekable:
-        data = stream.read(insp.limits.keep_bytes + 1)
-        if len(data) > insp.limits.keep_bytes:
-            insp.add("MLSEC-SCAN-001", "7z archive inside a compressed stream is too large to inspect in memory",
-                     key="7z-in-stream", member=member)
-            return
-        stream = bytes_stream(data)
+    buffered = random_access(stream, insp, member, "7z archive", "7z-in-stream")
+    if buffered is None:
+        return
+    stream = buffered
     packed = stream.length or 0
     try:
         with py7zr.SevenZipFile(WindowFile(stream), mode="r") as archive:  # type: ignore[arg-type]

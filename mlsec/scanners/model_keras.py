@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mlsec.engine import dispatch
-from mlsec.engine.context import Inspection, join_member
+from mlsec.engine.context import Inspection, join_member, random_access
 from mlsec.engine.stream import Stream, bytes_stream
 from mlsec.model import Severity
 
@@ -305,13 +305,10 @@ def inspect_hdf5(stream: Stream, insp: Inspection, member: str | None, depth: in
         insp.skip("HDF5 content not inspected: h5py is not installed (pip install 'mlsec[formats]')",
                   "missing-dependency")
         return
-    if not stream.seekable:
-        data = stream.read(insp.limits.keep_bytes + 1)
-        if len(data) > insp.limits.keep_bytes:
-            insp.add("MLSEC-SCAN-001", "HDF5 file inside a compressed stream is too large to inspect in memory",
-                     key="hdf5-in-stream", member=member)
-            return
-        stream = bytes_stream(data)
+    buffered = random_access(stream, insp, member, "HDF5 file", "hdf5-in-stream")
+    if buffered is None:
+        return
+    stream = buffered
     fileobj = WindowFile(stream)
     try:
         handle = h5py.File(fileobj, "r")
