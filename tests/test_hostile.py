@@ -45,6 +45,7 @@ from mlsec.engine.context import Limits
 from mlsec.model import Finding, ScanResult, Severity
 from mlsec.pipeline import Options, run
 from tests.conftest import at_least, globals_of, rules_of, scan_bytes, scan_path, worst
+from tests.hostile_corpus import frame, legacy_torch, legacy_torch_tar, npy_header, op_global, op_str, zf_file
 
 # ---------------------------------------------------------------------------------------------
 # Payload builders
@@ -63,16 +64,6 @@ class Reducer:
     def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         return self.func, self.args
 
-
-def op_str(text: str, protocol: int) -> bytes:
-    """A text literal the way ``pickle`` writes it for ``protocol``."""
-    if protocol == 0:
-        escaped = text.replace("\\", "\\u005c").replace("\n", "\\u000a")
-        return b"V" + escaped.encode("raw-unicode-escape") + b"\n"
-    raw = text.encode("utf-8")
-    if protocol >= 4 and len(raw) < 256:
-        return b"\x8c" + bytes([len(raw)]) + raw
-    return b"X" + struct.pack("<I", len(raw)) + raw
 
 
 def op_arg(value: Arg, protocol: int) -> bytes:
@@ -98,21 +89,6 @@ def op_tuple(items: Iterable[bytes], protocol: int) -> bytes:
         return b"".join(items) + (b")" if not items else bytes([0x84 + len(items)]))
     return b"(" + b"".join(items) + b"t"
 
-
-def op_global(module: str, name: str, protocol: int) -> bytes:
-    """GLOBAL for protocols 0-3, STACK_GLOBAL for 4 and 5 (as pickle itself does)."""
-    if protocol >= 4:
-        return op_str(module, protocol) + op_str(name, protocol) + b"\x93"
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def frame(protocol: int, body: bytes) -> bytes:
-    """PROTO header (and a FRAME for protocol 4+) around ``body``, which ends with STOP."""
-    if protocol < 2:
-        return body
-    if protocol >= 4:
-        body = b"\x95" + struct.pack("<Q", len(body)) + body
-    return b"\x80" + bytes([protocol]) + body
 
 
 def call_pickle(module: str, name: str, *args: Arg, protocol: int = 2) -> bytes:
@@ -212,23 +188,6 @@ def tar_of(members: dict[str, bytes], mode: str = "w") -> bytes:
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 
 
-def legacy_torch(main: bytes) -> bytes:
-    """``torch.save(..., _use_new_zipfile_serialization=False)``: five pickles, then storages."""
-    sys_info = {"protocol_version": 1001, "little_endian": True,
-                "type_sizes": {"short": 2, "int": 4, "long": 4}}
-    return (pickle.dumps(TORCH_MAGIC, protocol=2) + pickle.dumps(1001, protocol=2)
-            + pickle.dumps(sys_info, protocol=2) + main + pickle.dumps([], protocol=2))
-
-
-def legacy_torch_tar(main: bytes) -> bytes:
-    """PyTorch < 0.4 tar checkpoint: ``sys_info``, ``pickle``, ``storages``, ``tensors``."""
-    return tar_of({
-        "sys_info": pickle.dumps({"protocol_version": 1000, "little_endian": True}, protocol=2),
-        "pickle": main,
-        "storages": pickle.dumps(0, protocol=2),
-        "tensors": pickle.dumps(0, protocol=2),
-    })
-
 
 def torchscript_zip(constants: bytes) -> bytes:
     """TorchScript archive whose ``constants.pkl`` is hostile."""
@@ -239,13 +198,6 @@ def torchscript_zip(constants: bytes) -> bytes:
         "scripted/version": b"3\n",
     }, method=zipfile.ZIP_STORED)
 
-
-def npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
-    """An NPY v1.0 header, padded to a multiple of 64 bytes like numpy writes it."""
-    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape!r}, }}"
-    pad = (64 - (10 + len(text) + 1) % 64) % 64
-    header = (text + " " * pad + "\n").encode("latin-1")
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
 
 
 def npy_object(pkl: bytes) -> bytes:
@@ -276,10 +228,6 @@ def hostile_fragment(command: str = "id") -> bytes:
     """Protocol-4 opcodes that push ``os.system(command)`` (for splicing into bigger streams)."""
     return op_global("os", "system", 4) + op_str(command, 4) + b"\x85R"
 
-
-def zf_file(payload: bytes) -> bytes:
-    """Legacy joblib (< 0.10) ``ZF`` file."""
-    return b"ZF" + hex(len(payload)).encode().ljust(19) + zlib.compress(payload)
 
 
 def gzip_nest(data: bytes, levels: int) -> bytes:
