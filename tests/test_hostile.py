@@ -65,7 +65,6 @@ class Reducer:
         return self.func, self.args
 
 
-
 def op_arg(value: Arg, protocol: int) -> bytes:
     """One argument literal (str, bytes, int or a list of str)."""
     if isinstance(value, bool):
@@ -88,7 +87,6 @@ def op_tuple(items: Iterable[bytes], protocol: int) -> bytes:
     if protocol >= 2 and len(items) <= 3:
         return b"".join(items) + (b")" if not items else bytes([0x84 + len(items)]))
     return b"(" + b"".join(items) + b"t"
-
 
 
 def call_pickle(module: str, name: str, *args: Arg, protocol: int = 2) -> bytes:
@@ -188,7 +186,6 @@ def tar_of(members: dict[str, bytes], mode: str = "w") -> bytes:
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C
 
 
-
 def torchscript_zip(constants: bytes) -> bytes:
     """TorchScript archive whose ``constants.pkl`` is hostile."""
     return zip_of({
@@ -197,7 +194,6 @@ def torchscript_zip(constants: bytes) -> bytes:
         "scripted/code/__torch__.py": b"class Model(Module):\n  pass\n",
         "scripted/version": b"3\n",
     }, method=zipfile.ZIP_STORED)
-
 
 
 def npy_object(pkl: bytes) -> bytes:
@@ -227,7 +223,6 @@ def joblib_like(hostile: bytes, *, array_bytes: bytes = b".\x00" * 12) -> bytes:
 def hostile_fragment(command: str = "id") -> bytes:
     """Protocol-4 opcodes that push ``os.system(command)`` (for splicing into bigger streams)."""
     return op_global("os", "system", 4) + op_str(command, 4) + b"\x85R"
-
 
 
 def gzip_nest(data: bytes, levels: int) -> bytes:
