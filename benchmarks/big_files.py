@@ -7,6 +7,8 @@ What is measured
 
     * a PyTorch zip checkpoint: ``torch.save`` of a state dict of four float32 tensors
       totalling ``--size-mb`` MiB (the pickle is tiny; the bytes are raw storages in the zip);
+    * a PyTorch zip checkpoint shaped like a real model: a 24-layer transformer state dict
+      (385 tensors, about 32 KiB of pickle) of the same size;
     * a plain pickle of one NumPy float32 array of ``--size-mb`` MiB
       (``pickle.dump(arr, f, protocol=4)``: the array bytes are one BINBYTES8 opcode in the
       pickle stream itself).
@@ -45,6 +47,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import re
@@ -69,7 +72,10 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "out" / "big_files.json"
 
 KIND_TORCH = "torch"
+KIND_LAYERS = "torch-layers"
 KIND_NUMPY = "numpy"
+HIDDEN = 960                # width of the transformer-shaped state dict
+LAYERS = 24                 # its blocks: 16 tensors each, like BERT-large's 24 layers
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,7 +85,8 @@ KIND_NUMPY = "numpy"
 
 def file_name(kind: str, size_mb: int) -> str:
     """Name of the generated file for a kind and size."""
-    return f"checkpoint_{size_mb}mb.pt" if kind == KIND_TORCH else f"array_{size_mb}mb.pkl"
+    return {KIND_TORCH: f"checkpoint_{size_mb}mb.pt", KIND_LAYERS: f"transformer_{size_mb}mb.pt"}.get(
+        kind, f"array_{size_mb}mb.pkl")
 
 
 def payload_bytes(size_mb: int) -> int:
@@ -115,6 +122,40 @@ def generate_torch(out: Path, size_mb: int) -> None:
     os.replace(tmp, out)
 
 
+def generate_torch_layers(out: Path, size_mb: int) -> None:
+    """``torch.save`` of a transformer-shaped state dict (LAYERS blocks of 16 tensors plus an
+    embedding that fills the file to ``size_mb`` MiB): the shape of a real checkpoint, whose
+    pickle names hundreds of tensors, where the four-tensor file above has an almost empty one.
+    """
+    import torch
+
+    torch.manual_seed(0)
+    h = HIDDEN
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i in range(LAYERS):
+        p = f"encoder.layer.{i}."
+        for name in ("query", "key", "value"):
+            shapes[p + f"attention.self.{name}.weight"] = (h, h)
+            shapes[p + f"attention.self.{name}.bias"] = (h,)
+        shapes[p + "attention.output.dense.weight"] = (h, h)
+        shapes[p + "attention.output.dense.bias"] = (h,)
+        shapes[p + "attention.output.LayerNorm.weight"] = (h,)
+        shapes[p + "attention.output.LayerNorm.bias"] = (h,)
+        shapes[p + "intermediate.dense.weight"] = (4 * h, h)
+        shapes[p + "intermediate.dense.bias"] = (4 * h,)
+        shapes[p + "output.dense.weight"] = (h, 4 * h)
+        shapes[p + "output.dense.bias"] = (h,)
+        shapes[p + "output.LayerNorm.weight"] = (h,)
+        shapes[p + "output.LayerNorm.bias"] = (h,)
+    used = sum(4 * math.prod(s) for s in shapes.values())
+    rows = -(-(payload_bytes(size_mb) - used) // (4 * h))  # round up: at least the payload
+    state = {"embeddings.word_embeddings.weight": torch.empty(rows, h).uniform_(-1.0, 1.0)}
+    state.update({k: torch.empty(*v).uniform_(-1.0, 1.0) for k, v in shapes.items()})
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out)
+
+
 def generate_numpy(out: Path, size_mb: int) -> None:
     """``pickle.dump(arr, f, protocol=4)`` of one float32 array of ``size_mb`` MiB.
 
@@ -140,6 +181,7 @@ def generate_numpy(out: Path, size_mb: int) -> None:
 
 GENERATORS: dict[str, tuple[str, Callable[[Path, int], None]]] = {
     KIND_TORCH: ("torch", generate_torch),
+    KIND_LAYERS: ("torch", generate_torch_layers),
     KIND_NUMPY: ("numpy", generate_numpy),
 }
 
@@ -518,6 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logdir.mkdir(exist_ok=True)
         files = {
             f"torch zip {args.size_mb} MiB": ensure_file(KIND_TORCH, workdir, args.size_mb, args.torch_python),
+            f"torch zip, {LAYERS}-layer state dict {args.size_mb} MiB":
+                ensure_file(KIND_LAYERS, workdir, args.size_mb, args.torch_python),
             f"pickle {args.size_mb} MiB": ensure_file(KIND_NUMPY, workdir, args.size_mb, args.torch_python),
         }
         file_info = {label: {"name": path.name, "bytes": path.stat().st_size} for label, path in files.items()}

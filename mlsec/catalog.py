@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +42,8 @@ class Rule:
 @functools.cache
 def rules() -> dict[str, Rule]:
     """All rules from ``rules/catalog/*.toml``, keyed by id. Duplicate ids are a packaging bug."""
+    import tomllib  # here: a run answered from the memo never reads the catalog
+
     out: dict[str, Rule] = {}
     for path in sorted((data_dir("rules") / "catalog").glob("*.toml")):
         with path.open("rb") as fh:
@@ -137,6 +138,8 @@ def _patterns(entries: list[dict[str, object]]) -> tuple[GlobalPattern, ...]:
 @functools.cache
 def pickle_globals() -> GlobalLists:
     """Load ``rules/pickle/{safe,unsafe}.toml``."""
+    import tomllib
+
     base = data_dir("rules") / "pickle"
     with (base / "safe.toml").open("rb") as fh:
         safe = tomllib.load(fh)

@@ -190,7 +190,7 @@ def _run(*, paths: tuple[Path, ...], formats: list[tuple[str, Path | None]], out
     from mlsec import gate as gating
     from mlsec.config import ConfigError
     from mlsec.pipeline import Options, run
-    from mlsec.policy import PolicyError
+    from mlsec.errors import PolicyError
     from mlsec.suppress import WaiverError
 
     for p in paths:

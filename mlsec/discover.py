@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from mlsec.deps.manifests import format_of
 from mlsec.model import ArtifactKind, Skip
 
 if TYPE_CHECKING:
     from pathspec import GitIgnoreSpec
-from mlsec.sniff import ARCHIVE_FORMATS, DATA_FORMATS, HEAD_SIZE, MODEL_FORMATS, hinted, sniff
+from mlsec.sniff import (
+    ARCHIVE_FORMATS,
+    DATA_FORMATS,
+    HEAD_SIZE,
+    MODEL_FORMATS,
+    hinted,
+    manifest_format,
+    sniff,
+)
 
 SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".tox", ".nox",
                        ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv", "venv", ".eggs"})
@@ -42,6 +49,20 @@ class Candidate:
     inode: int
     format: str
     kind: ArtifactKind
+    ctime_ns: int = 0
+
+
+class KnownFormat(Protocol):
+    """A format learnt by an earlier run (see :mod:`mlsec.scanmemo`), trusted while unchanged."""
+
+    @property
+    def identity(self) -> tuple[int, int, int, int]: ...  # size, mtime_ns, inode, ctime_ns
+
+    @property
+    def format(self) -> str: ...
+
+    @property
+    def kind(self) -> ArtifactKind: ...
 
 
 def classify(rel: str, fmt: str) -> ArtifactKind:
@@ -58,7 +79,7 @@ def classify(rel: str, fmt: str) -> ArtifactKind:
     for ext, kind in _CODE_EXT.items():
         if name.endswith(ext):
             return kind
-    if format_of(rel) is not None:
+    if manifest_format(rel) is not None:
         return ArtifactKind.DEPENDENCIES
     if name.endswith(_DATA_EXT):
         return ArtifactKind.DATASET
@@ -105,8 +126,14 @@ class _Ignores:
 
 
 def discover(paths: Sequence[str | os.PathLike[str]], excludes: Sequence[str] = (),
-             use_gitignore: bool = True) -> Iterator[Candidate | Skip]:
-    """Yield a Candidate for every file to scan and a Skip for every file that is not scanned."""
+             use_gitignore: bool = True, known: Mapping[str, KnownFormat] | None = None) -> Iterator[Candidate | Skip]:
+    """Yield a Candidate for every file to scan and a Skip for every file that is not scanned.
+
+    ``known`` maps paths (as this walk spells them) to the format an earlier run sniffed; a file whose size,
+    mtime, inode and ctime are unchanged is not opened again (a re-run of an unchanged tree
+    then costs one ``stat`` per file).
+    """
+    known = known or {}
     for root in paths:
         root_path = Path(root)
         try:
@@ -115,12 +142,13 @@ def discover(paths: Sequence[str | os.PathLike[str]], excludes: Sequence[str] = 
             yield Skip(path=root_path.as_posix(), reason=f"cannot access: {exc.strerror}", code="unreadable")
             continue
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(root_path, excludes, use_gitignore)
+            yield from _walk(root_path, excludes, use_gitignore, known)
         else:
-            yield from _file(root_path.name if root_path.is_absolute() else root_path.as_posix(), str(root_path))
+            yield from _file(root_path.name if root_path.is_absolute() else root_path.as_posix(), str(root_path),
+                             known)
 
 
-def _file(rel: str, fs_path: str) -> Iterator[Candidate | Skip]:
+def _file(rel: str, fs_path: str, known: Mapping[str, KnownFormat]) -> Iterator[Candidate | Skip]:
     try:
         st = os.stat(fs_path)  # follows a file symlink; ELOOP for a symlink loop
     except OSError as exc:
@@ -130,6 +158,10 @@ def _file(rel: str, fs_path: str) -> Iterator[Candidate | Skip]:
     if not stat.S_ISREG(st.st_mode):
         kind = "fifo" if stat.S_ISFIFO(st.st_mode) else "device or special file"
         yield Skip(path=rel, reason=f"not a regular file ({kind})", code="special-file")
+        return
+    seen = known.get(fs_path) if known else None
+    if seen is not None and seen.identity == (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns):
+        yield Candidate(rel, fs_path, st.st_size, st.st_mtime_ns, st.st_ino, seen.format, seen.kind, st.st_ctime_ns)
         return
     try:
         head = _read_head(fs_path)
@@ -141,10 +173,11 @@ def _file(rel: str, fs_path: str) -> Iterator[Candidate | Skip]:
         yield Skip(path=rel, reason="Git LFS pointer: the real file is not checked out, so it was not scanned",
                    code="lfs-pointer")
         return
-    yield Candidate(rel, fs_path, st.st_size, st.st_mtime_ns, st.st_ino, fmt, classify(rel, fmt))
+    yield Candidate(rel, fs_path, st.st_size, st.st_mtime_ns, st.st_ino, fmt, classify(rel, fmt), st.st_ctime_ns)
 
 
-def _walk(root: Path, excludes: Sequence[str], use_gitignore: bool) -> Iterator[Candidate | Skip]:
+def _walk(root: Path, excludes: Sequence[str], use_gitignore: bool,
+          known: Mapping[str, KnownFormat]) -> Iterator[Candidate | Skip]:
     ignores = _Ignores(excludes)
     root_fs = str(root)
     prefix = "" if root.is_absolute() or root.as_posix() == "." else root.as_posix().rstrip("/")
@@ -171,7 +204,7 @@ def _walk(root: Path, excludes: Sequence[str], use_gitignore: bool) -> Iterator[
             rel = f"{dir_rel}/{name}" if dir_rel else name
             if name == ".gitignore" or ignores.ignored(rel, False):
                 continue
-            yield from _file(_join(prefix, rel), os.path.join(dir_fs, name))
+            yield from _file(_join(prefix, rel), os.path.join(dir_fs, name), known)
 
 
 def _join(prefix: str, rel: str) -> str:

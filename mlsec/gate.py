@@ -12,10 +12,13 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlsec import config, policy, suppress
+from mlsec import config, suppress
 from mlsec.model import Decision, ScanResult, Severity
+
+if TYPE_CHECKING:
+    from mlsec import policy
 
 WAIVERS_FILE = Path(".mlsec") / "waivers.yaml"
 
@@ -67,6 +70,8 @@ def prepare(settings: Settings) -> Prepared:
     waivers = suppress.load_waivers(waivers_path) if waivers_path is not None else ()
     if settings.stage is None and not settings.policy_dirs:
         return Prepared(None, None, None, None, waivers, waivers_path, now)
+    from mlsec import policy  # the Rego engine is loaded only when a policy runs
+
     policies = policy.load(settings.policy_dirs)
     policy.check_compiles(policies)
     stages = config.load(policies.defaults(), settings.start, settings.config)
@@ -120,6 +125,8 @@ def decide(
         bom = bom_module.summary(doc)
     if prepared.stage is None or prepared.policies is None or prepared.stages is None:
         return outcome.result, None, outcome, doc
+    from mlsec import policy
+
     pin = policy.build_input(
         outcome.result,
         stage=prepared.stage,

@@ -26,6 +26,12 @@ def cache_dir() -> Path:
     return Path(base) / "mlsec"
 
 
+def advisory_db_path() -> Path:
+    """The offline advisory database: ``MLSEC_ADVISORY_DB``, else ``advisories.sqlite`` in the cache directory."""
+    env = os.environ.get("MLSEC_ADVISORY_DB")
+    return Path(env) if env else cache_dir() / "advisories.sqlite"
+
+
 def sha256_file(path: str) -> str:
     """Stream the file through SHA-256 with one reused buffer (flat memory)."""
     h = hashlib.sha256()

@@ -17,10 +17,11 @@ from typing import Any
 from mlsec import __version__
 from mlsec.discover import Candidate, discover
 from mlsec.engine.context import Limits
-from mlsec.hashing import HashCache, cache_dir
+from mlsec.hashing import HashCache, advisory_db_path, cache_dir
 from mlsec.model import Artifact, ArtifactKind, ErrorRecord, Fact, Finding, Package, ScanResult, Skip
 from mlsec.registry import ScanContext, Scanner, scanners
 from mlsec.resultcache import ResultCache
+from mlsec.scanmemo import Identity, Remembered, ScanMemo, Scope, context, memo_key
 
 Progress = Callable[[int, int, str], None]
 
@@ -49,6 +50,9 @@ class _Outcome:
     packages: tuple[Package, ...] = ()
     facts: tuple[Fact, ...] = ()
     ran: tuple[tuple[str, str], ...] = ()  # (name, version) of every scanner that looked at it
+    scope: int = Scope.FILE  # settings beyond the file that the scanners' output depends on
+    reads: tuple[tuple[str, Identity | None], ...] = ()  # other files they read (ScanContext.note_read)
+    memoizable: bool = True  # False when a scanner does not say what else it depends on
 
 
 # One cache connection per process, cache directory and setting (workers open their own).
@@ -114,12 +118,28 @@ def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
         except Exception as exc:  # noqa: BLE001 - isolation is the point: record and go on
             errors.append(ErrorRecord(cand.path, scanner.name, f"{type(exc).__name__}: {exc}"))
         else:
-            if cache is not None and key is not None:
+            # The cache restores items under this file's path: items about other files are not cached.
+            if cache is not None and key is not None and all(i.path == artifact.path for i in produced):
                 cache.put(key, produced)
     if not applicable and cand.kind in (ArtifactKind.MODEL, ArtifactKind.ARCHIVE):
         skipped.append(Skip(cand.path, f"no scanner for {cand.format} content yet", "unsupported-format"))
+    scope, memoizable = Scope.FILE, True
+    for s in applicable:
+        own = _scope(s, artifact)
+        if own is None:
+            memoizable = False
+        else:
+            scope |= own
     return _Outcome(artifact, tuple(findings), tuple(skipped), tuple(errors), tuple(packages), tuple(facts),
-                    tuple((s.name, s.version) for s in applicable))
+                    tuple((s.name, s.version) for s in applicable), scope, tuple(ctx.reads), memoizable)
+
+
+def _scope(scanner: Scanner, artifact: Artifact) -> Scope | None:
+    """What beyond the file (and its noted reads) this scanner's output depends on; None: unknown."""
+    if not _cacheable(scanner):
+        scope = getattr(scanner, "context_scope", None)
+        return scope(artifact) if scope is not None else None
+    return Scope.SETTINGS if getattr(scanner, "cache_salt", None) is not None else Scope.FILE
 
 
 def _cacheable(scanner: Scanner) -> bool:
@@ -136,42 +156,87 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
     ]
 
 
+def _memo(paths: Sequence[str | os.PathLike[str]], options: Options) -> ScanMemo:
+    """The memo of this scan configuration (disabled with ``--no-cache`` and for ``--online``)."""
+    if not options.use_cache or options.online:
+        return ScanMemo(None)
+    settings = repr((options.excludes, options.use_gitignore, options.limits, sorted(options.engines),
+                     sorted(options.kinds)))
+    return ScanMemo(memo_key([os.fspath(p) for p in paths], settings))
+
+
+def _remembered(hit: Remembered) -> _Outcome:
+    sinks: dict[type, list[Any]] = {Finding: [], Skip: [], Package: [], Fact: []}
+    for item in hit.items:
+        sinks[type(item)].append(item)
+    return _Outcome(hit.artifact, tuple(sinks[Finding]), tuple(sinks[Skip]), (), tuple(sinks[Package]),
+                    tuple(sinks[Fact]), hit.ran, hit.scope, hit.reads)
+
+
 def run(paths: Sequence[str | os.PathLike[str]], options: Options = Options(),
         on_progress: Progress | None = None) -> ScanResult:
     """Scan ``paths`` and return a sorted, frozen ScanResult."""
+    memo = _memo(paths, options)
     candidates: list[Candidate] = []
     skipped: list[Skip] = []
-    for item in discover(paths, options.excludes, options.use_gitignore):
+    for item in discover(paths, options.excludes, options.use_gitignore, memo.known()):
         if isinstance(item, Candidate):
             if not options.kinds or str(item.kind) in options.kinds:
                 candidates.append(item)
         elif not options.kinds:
             skipped.append(item)  # with --only, skips of files of other kinds are not this run's business
-    outcomes: list[_Outcome] = []
-    total = len(candidates)
-    if options.jobs > 1 and total > 1:
+    ctx = context([os.fspath(p) for p in paths], (c.fs_path for c in candidates), str(advisory_db_path()))
+    outcomes: list[_Outcome | None] = []
+    todo: list[int] = []
+    for i, cand in enumerate(candidates):
+        hit = memo.get(cand.fs_path, cand.path, _identity(cand), ctx)
+        outcomes.append(_remembered(hit) if hit is not None else None)
+        if hit is None:
+            todo.append(i)
+    total, done = len(candidates), len(candidates) - len(todo)
+    if options.jobs > 1 and len(todo) > 1:
         from concurrent.futures import ProcessPoolExecutor  # only parallel scans pay for it
 
         with ProcessPoolExecutor(max_workers=options.jobs) as pool:
-            futures = [pool.submit(scan_candidate, c, options) for c in candidates]
-            for i, (cand, fut) in enumerate(zip(candidates, futures), 1):
+            futures = [pool.submit(scan_candidate, candidates[i], options) for i in todo]
+            for i, fut in zip(todo, futures):
+                cand = candidates[i]
                 try:
-                    outcomes.append(fut.result())
+                    outcomes[i] = fut.result()
                 except Exception as exc:  # noqa: BLE001 - a dead worker must not end the scan
                     art = Artifact(cand.path, cand.kind, cand.format, cand.size, "", cand.fs_path)
-                    outcomes.append(_Outcome(art, (), (), (ErrorRecord(cand.path, "pipeline", f"worker failed: {exc}"),)))
+                    outcomes[i] = _Outcome(art, (), (), (ErrorRecord(cand.path, "pipeline", f"worker failed: {exc}"),))
+                done += 1
                 if on_progress:
-                    on_progress(i, total, cand.path)
+                    on_progress(done, total, cand.path)
     else:
-        for i, cand in enumerate(candidates, 1):
-            outcomes.append(scan_candidate(cand, options))
+        for i in todo:
+            outcomes[i] = scan_candidate(candidates[i], options)
+            done += 1
             if on_progress:
-                on_progress(i, total, cand.path)
+                on_progress(done, total, candidates[i].path)
+    scanned = [o for o in outcomes if o is not None]
+    for i in todo:
+        o = outcomes[i]
+        if o is not None and not o.errors and o.memoizable:
+            memo.put(candidates[i].fs_path, _identity(candidates[i]), o.artifact,
+                     [*o.findings, *o.skipped, *o.packages, *o.facts], o.ran, o.scope, o.reads, ctx)
+    memo.save()
+    return _result(scanned, skipped)
+
+
+def _identity(cand: Candidate) -> Identity:
+    return (cand.size, cand.mtime_ns, cand.inode, cand.ctime_ns)
+
+
+def _result(outcomes: list[_Outcome], skipped: list[Skip]) -> ScanResult:
+    """Merge per-file outcomes into the run's sorted result (cross-file refinements included)."""
     findings = _dedupe([f for o in outcomes for f in o.findings])
     packages = sorted({p for o in outcomes for p in o.packages}, key=lambda p: (p.path, p.name, p.version))
-    from mlsec.scanners.code_ml import refine_torch_findings  # needs the project's torch pin: cross-file
+    if any(p.name == "torch" for p in packages):
+        from mlsec.scanners.code_ml import refine_torch_findings  # needs the project's torch pin: cross-file
 
-    findings = refine_torch_findings(findings, packages)
+        findings = refine_torch_findings(findings, packages)
     used = sorted({pair for o in outcomes for pair in o.ran})
     return ScanResult(
         tool_version=__version__,

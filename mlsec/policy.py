@@ -29,6 +29,7 @@ from typing import Any
 
 from mlsec import catalog
 from mlsec.config import StageConfig
+from mlsec.errors import PolicyError
 from mlsec.model import Decision, Finding, ScanResult, Severity, Suppressed, Verdict, Waived
 from mlsec.suppress import Note, WaiverStatus
 
@@ -41,9 +42,6 @@ POLICY_FLOOR = Severity.LOW  # findings below this are counted in the summary, n
 
 _REGO_V1 = re.compile(r"^\s*import\s+rego\.v1\s*$", re.M)
 
-
-class PolicyError(Exception):
-    """The policy could not be loaded or evaluated; the message says where (``file:line``)."""
 
 
 @dataclass(frozen=True, slots=True)

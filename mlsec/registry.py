@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from mlsec.engine.context import Limits
@@ -26,6 +26,21 @@ class ScanContext:
     engines: frozenset[str] = frozenset({"mlsec", "bandit"})
     online: bool = False  # network features (advisory services) only when asked for
     online_service: str = "pypi"
+    # Other files and folders the scanners read for this artifact, each with its identity at
+    # that moment (see note_read); filled during one artifact's scan, never shared.
+    reads: list[tuple[str, tuple[int, int, int, int] | None]] = field(default_factory=list, compare=False)
+
+    def note_read(self, path: str) -> None:
+        """Record that the outcome depends on ``path`` (a file, or a folder's listing).
+
+        Call it *before* reading, so a change made while reading shows as a change next run.
+        The memo of whole outcomes (:mod:`mlsec.scanmemo`) reuses an outcome only while every
+        noted path is unchanged; a scanner that is not ``cacheable`` must note what it reads to
+        be memoized at all (and declare ``context_scope``).
+        """
+        from mlsec.scanmemo import read_identity
+
+        self.reads.append((path, read_identity(path)))
 
 
 class Scanner(Protocol):
@@ -40,6 +55,8 @@ class Scanner(Protocol):
     version: str
     # Optional: ``cacheable = True`` when the output depends only on the artifact's content and
     # path (not on other files); the pipeline then reuses results for unchanged files.
+    # Optional for the others: ``context_scope(artifact) -> scanmemo.Scope`` plus
+    # ``ctx.note_read`` for every other file read make the whole outcome reusable.
 
     def applies(self, artifact: Artifact, ctx: ScanContext) -> bool:
         """Whether this scanner should look at ``artifact``."""

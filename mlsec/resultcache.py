@@ -26,7 +26,8 @@ Item = Finding | Skip | Package | Fact
 _FORMAT = 1
 
 
-def _encode(item: Item) -> dict[str, Any]:
+def encode_item(item: Item) -> dict[str, Any]:
+    """JSON form of one scanner output (the path is the cache entry's, so it is left out)."""
     if isinstance(item, Finding):
         return {"t": "f", "rule_id": item.rule_id, "severity": int(item.severity), "message": item.message,
                 "scanner": item.scanner, "location": item.location.to_dict(), "key": item.key,
@@ -39,7 +40,8 @@ def _encode(item: Item) -> dict[str, Any]:
     return {"t": "x", "name": item.name, "value": item.value, "scanner": item.scanner}
 
 
-def _decode(raw: dict[str, Any], path: str) -> Item:
+def decode_item(raw: dict[str, Any], path: str) -> Item:
+    """Inverse of :func:`encode_item` for the file at ``path``; raises on anything unexpected."""
     t = raw["t"]
     if t == "f":
         loc = {k: raw["location"].get(k) for k in ("line", "end_line", "column", "offset", "member", "pointer")}
@@ -88,7 +90,7 @@ class ResultCache:
             row = self._db.execute("SELECT items FROM r WHERE key = ?", (key,)).fetchone()
             if row is None:
                 return None
-            return [_decode(x, path) for x in json.loads(row[0])]
+            return [decode_item(x, path) for x in json.loads(row[0])]
         except (sqlite3.Error, ValueError, KeyError, TypeError):
             return None
 
@@ -99,6 +101,6 @@ class ResultCache:
         try:
             with self._db:
                 self._db.execute("INSERT OR REPLACE INTO r VALUES (?, ?)",
-                                 (key, json.dumps([_encode(i) for i in items])))
+                                 (key, json.dumps([encode_item(i) for i in items])))
         except sqlite3.Error:
             pass

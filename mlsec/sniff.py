@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import struct
 
-from mlsec.engine.pickle import looks_like_pickle
-
 HEAD_SIZE = 4096
 
 LFS_PREFIX = b"version https://git-lfs.github.com/spec/v1"
@@ -159,6 +157,8 @@ def sniff(head: bytes) -> str:
         return "safetensors"
     # Pickle before tar: a pickle can carry b"ustar" at offset 257 inside a string, and the
     # loader runs it; a real tar header (a file name, then NULs) never parses as opcodes.
+    from mlsec.engine.pickle import looks_like_pickle  # here: files known from the memo are not sniffed
+
     if looks_like_pickle(head):
         return "pickle"
     if _is_tar(head):
@@ -193,3 +193,32 @@ def hinted(fmt: str, name: str) -> str:
         if lower.endswith(ext):
             return hint
     return fmt
+
+
+def manifest_format(name: str) -> str | None:
+    """The manifest format for a file name, or None when it is not a dependency file mlsec reads.
+
+    By name, unlike everything else here: dependency files are text with no magic bytes.
+    """
+    low = name.rsplit("/", 1)[-1].lower()
+    if low == "pyproject.toml":
+        return "pyproject"
+    if low == "setup.cfg":
+        return "setup.cfg"
+    if low == "poetry.lock":
+        return "poetry.lock"
+    if low == "uv.lock":
+        return "uv.lock"
+    if low == "pipfile.lock":
+        return "Pipfile.lock"
+    if low == "pylock.toml" or (low.startswith("pylock.") and low.endswith(".toml")):
+        return "pylock.toml"
+    if low in ("environment.yml", "environment.yaml") or (
+        low.startswith("environment") and low.endswith((".yml", ".yaml"))
+    ):
+        return "environment.yml"
+    if low.endswith((".txt", ".in")) and (
+        "requirements" in low or "constraints" in low or "/requirements/" in "/" + name.lower().replace("\\", "/")
+    ):
+        return "requirements"
+    return None

@@ -119,16 +119,12 @@ def test_project_config_skips_and_selects_tests(tmp_path: Path) -> None:
     base = rules_of(scan(tmp_path / "app.py", ONLY_BANDIT))  # type: ignore[arg-type]
     assert {"MLSEC-BANDIT-B101", "MLSEC-BANDIT-B602", "MLSEC-BANDIT-B404"} <= base
     (tmp_path / "pyproject.toml").write_text('[tool.mlsec.bandit]\nskips = ["B101"]\n')
-    cb._config_for_dir.cache_clear()
     assert "MLSEC-BANDIT-B101" not in rules_of(scan(tmp_path / "app.py", ONLY_BANDIT))  # type: ignore[arg-type]
     (tmp_path / "pyproject.toml").write_text('[tool.mlsec.bandit]\ntests = ["B602", "B404"]\n')
-    cb._config_for_dir.cache_clear()
     assert rules_of(scan(tmp_path / "app.py", ONLY_BANDIT)) == {"MLSEC-BANDIT-B602", "MLSEC-BANDIT-B404"}  # type: ignore[arg-type]
     (tmp_path / "mlsec.toml").write_text('[bandit]\nskips = ["nope"]\n')
-    cb._config_for_dir.cache_clear()
     with pytest.raises(cb.BanditConfigError, match="mlsec.toml"):
         cb.bandit_config(str(tmp_path / "app.py"))
-    cb._config_for_dir.cache_clear()
 
 
 def test_ml_rules_replace_b614_b615_and_leave_b301_to_bandit(tmp_path: Path) -> None:

@@ -137,6 +137,9 @@ class Manifest:
     settings: tuple[tuple[str, str, int | None], ...] = ()
     problems: tuple[Problem, ...] = ()
     locked: bool = False
+    # Other files the parse looked for (``-r``/``-c`` includes, found or not): the answer
+    # changes when they do, which the memo of whole outcomes must know.
+    read_files: tuple[str, ...] = ()
 
     @property
     def parsed(self) -> bool:

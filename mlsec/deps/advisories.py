@@ -50,10 +50,9 @@ class AdvisoryDbError(Exception):
 
 def default_path() -> Path:
     """``MLSEC_ADVISORY_DB``, else ``<cache dir>/advisories.sqlite``."""
-    from mlsec.hashing import cache_dir
+    from mlsec.hashing import advisory_db_path
 
-    env = os.environ.get("MLSEC_ADVISORY_DB")
-    return Path(env) if env else cache_dir() / "advisories.sqlite"
+    return advisory_db_path()
 
 
 def max_age_days(value: int | None = None) -> int:

@@ -60,6 +60,7 @@ def parse(fs_path: str, path: str) -> Manifest:
                                         line=find_line(lines, channel, (find_line(lines, "channels") or 1) - 1)))
     start = (find_line(lines, "dependencies") or 1) - 1
     renames = conda_to_pypi()
+    tried: list[str] = []
     for item in _list(doc.get("dependencies")):
         if isinstance(item, dict):
             pip_list = item.get("pip")
@@ -76,6 +77,7 @@ def parse(fs_path: str, path: str) -> Manifest:
                 indexes += got.indexes
                 settings += got.settings
                 problems += got.problems
+                tried += got.tried
             continue
         if not isinstance(item, str):
             continue
@@ -86,7 +88,7 @@ def parse(fs_path: str, path: str) -> Manifest:
         elif dep is not None:
             deps.append(dep)
     return Manifest(path=path, format="environment.yml", dependencies=tuple(deps), indexes=tuple(indexes),
-                    settings=tuple(settings), problems=tuple(problems))
+                    settings=tuple(settings), problems=tuple(problems), read_files=tuple(tried))
 
 
 def _list(value: Any) -> list[Any]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mlsec.deps import Dependency, Manifest, Problem
+from mlsec.sniff import manifest_format as format_of  # re-exported: the deps API
 
 if TYPE_CHECKING:
     from packaging.specifiers import SpecifierSet
@@ -26,32 +27,6 @@ _NORMALIZE = re.compile(r"[-_.]+")
 def normalize(name: str) -> str:
     """PEP 503 name normalization (``Foo_Bar.baz`` -> ``foo-bar-baz``)."""
     return _NORMALIZE.sub("-", name).lower().strip()
-
-
-def format_of(name: str) -> str | None:
-    """The manifest format for a file name, or None when it is not a dependency file mlsec reads."""
-    low = name.rsplit("/", 1)[-1].lower()
-    if low == "pyproject.toml":
-        return "pyproject"
-    if low == "setup.cfg":
-        return "setup.cfg"
-    if low == "poetry.lock":
-        return "poetry.lock"
-    if low == "uv.lock":
-        return "uv.lock"
-    if low == "pipfile.lock":
-        return "Pipfile.lock"
-    if low == "pylock.toml" or (low.startswith("pylock.") and low.endswith(".toml")):
-        return "pylock.toml"
-    if low in ("environment.yml", "environment.yaml") or (
-        low.startswith("environment") and low.endswith((".yml", ".yaml"))
-    ):
-        return "environment.yml"
-    if low.endswith((".txt", ".in")) and (
-        "requirements" in low or "constraints" in low or "/requirements/" in "/" + name.lower().replace("\\", "/")
-    ):
-        return "requirements"
-    return None
 
 
 def read_text(fs_path: str, path: str) -> tuple[str, Problem | None]:

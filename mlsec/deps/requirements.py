@@ -53,6 +53,7 @@ class Collected:
     problems: list[Problem] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     files: int = 0
+    tried: list[str] = field(default_factory=list)  # include paths looked for, found or not
 
 
 def parse(fs_path: str, path: str) -> Manifest:
@@ -72,6 +73,7 @@ def parse(fs_path: str, path: str) -> Manifest:
         indexes=tuple(state.indexes),
         settings=tuple(state.settings),
         problems=tuple(state.problems),
+        read_files=tuple(state.tried),
     )
 
 
@@ -186,6 +188,7 @@ def _include(target: str, constraint: bool, number: int, fs_path: str, rel: str,
         return
     child_fs = os.path.join(os.path.dirname(fs_path), os.path.expanduser(target))
     child_rel = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target.replace("\\", "/")))
+    state.tried.append(child_fs)
     real = os.path.realpath(child_fs)
     if real in state.seen:
         state.problems.append(Problem("include-cycle", f"{what} {clip(target, 120)} is included more than once "

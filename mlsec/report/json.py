@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from mlsec.model import Decision, ScanResult, Severity
+from mlsec.report.jsontext import dumps
 
 
 def render(
@@ -18,4 +17,4 @@ def render(
     doc["findings"] = [f.to_dict() for f in result.findings if f.severity >= min_severity]
     if decision is not None:
         doc["decision"] = decision.to_dict()
-    return json.dumps(doc, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    return dumps(doc) + "\n"

@@ -87,8 +87,9 @@ def _ids(value: object, key: str, source: str) -> frozenset[str]:
     return frozenset(value)
 
 
-@functools.lru_cache(maxsize=256)
 def _config_for_dir(directory: str) -> BanditSelection:
+    # Not memoized per folder: a library caller's next run must see an edited pyproject.toml
+    # (the TOML parse itself is cached by mtime and size; the lookup is a few stats).
     from mlsec.config import ConfigError, _find_project_config
 
     try:

@@ -28,13 +28,14 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlsec import __version__
 from mlsec.model import Artifact, Fact, Finding, Location, Skip
 from mlsec.registry import ScanContext, register
+from mlsec.scanmemo import Scope
 
 MAX_FILE = 1 << 20
 MAX_ITEMS = 64
@@ -235,13 +236,24 @@ def _entries(fs_dir: str) -> dict[str, str]:
     return {n.lower(): n for n in names}
 
 
-def dataset_dir(fs_dir: str) -> DatasetDir | None:
-    """Classify ``fs_dir``: a DatasetDir when it is a dataset directory, else None."""
+def _ignore(_path: str) -> None:
+    return None
+
+
+def dataset_dir(fs_dir: str, note: Callable[[str], None] = _ignore) -> DatasetDir | None:
+    """Classify ``fs_dir``: a DatasetDir when it is a dataset directory, else None.
+
+    ``note`` is told every folder and file this reads (ScanContext.note_read, for the memo).
+    """
+    note(fs_dir)
     names = _entries(fs_dir)
     card_name = names.get("readme.md")
     card_path = os.path.join(fs_dir, card_name) if card_name else None
     info_name = names.get("dataset_info.json") or names.get("dataset_infos.json")
     info_path = os.path.join(fs_dir, info_name) if info_name else None
+    for path in (card_path, info_path):
+        if path:
+            note(path)
     card = read_card(card_path) if card_path else Card()
     info = read_info(info_path) if info_path else Info()
     marker = next((names[m] for m in MARKERS if m in names), None)
@@ -254,13 +266,15 @@ def dataset_dir(fs_dir: str) -> DatasetDir | None:
     return None
 
 
-def data_files(fs_dir: str, rel_dir: str) -> list[str]:
-    """Repo-relative paths of data files under a dataset directory (bounded walk)."""
+def data_files(fs_dir: str, rel_dir: str, note: Callable[[str], None] = _ignore) -> list[str]:
+    """Repo-relative paths of data files under a dataset directory (bounded walk; ``note`` is
+    told each folder listed)."""
     out: list[str] = []
     seen = 0
     stack = [(fs_dir, rel_dir, 0)]
     while stack and seen < MAX_WALK:
         fs, rel, depth = stack.pop()
+        note(fs)
         try:
             entries = sorted(os.scandir(fs), key=lambda e: e.name)
         except OSError:
@@ -305,6 +319,10 @@ class DataDirScanner:
     version = f"{__version__}+data1"
     # Not cacheable: what a file means depends on its neighbours.
 
+    def context_scope(self, artifact: Artifact) -> Scope:
+        """Nothing beyond the neighbours it reads, which scan() notes (see ScanContext.note_read)."""
+        return Scope.FILE
+
     def applies(self, artifact: Artifact, ctx: ScanContext) -> bool:
         """README.md, dataset_info(s).json and Python files (scan() decides if they matter)."""
         return _kind_of(artifact) is not None
@@ -314,11 +332,11 @@ class DataDirScanner:
         kind = _kind_of(artifact)
         fs_dir = os.path.dirname(artifact.fs_path) or "."
         rel_dir = posixpath.dirname(artifact.path)
-        ddir = dataset_dir(fs_dir)
+        ddir = dataset_dir(fs_dir, ctx.note_read)
         if kind == "script":
             yield from self._script(artifact, ddir)
         elif ddir is not None and kind == "card":
-            yield from self._card(artifact, ddir, fs_dir, rel_dir)
+            yield from self._card(artifact, ddir, fs_dir, rel_dir, ctx.note_read)
         elif ddir is not None and kind == "info":
             yield from self._info(artifact, ddir, rel_dir)
 
@@ -385,14 +403,15 @@ class DataDirScanner:
                                 "Dataset source: the card declares no source_datasets (and no homepage)",
                                 key="no-source", evidence={"field": "source_datasets"})
 
-    def _card(self, artifact: Artifact, ddir: DatasetDir, fs_dir: str, rel_dir: str) -> Iterator[Finding | Fact]:
+    def _card(self, artifact: Artifact, ddir: DatasetDir, fs_dir: str, rel_dir: str,
+              note: Callable[[str], None]) -> Iterator[Finding | Fact]:
         card = ddir.card
         if card.problem:
             yield self._finding(artifact, "MLSEC-DATA-015", f"Dataset card: {card.problem}", key="card-malformed",
                                 evidence={"problem": card.problem})
         if card.present or ddir.info_path is None:  # else dataset_info.json speaks for the dataset
             yield from self._gaps(artifact, card, ddir.info)
-        targets = [rel_dir or "."] + data_files(fs_dir, rel_dir)
+        targets = [rel_dir or "."] + data_files(fs_dir, rel_dir, note)
         yield from self._facts(targets, card, ddir.info)
 
     def _info(self, artifact: Artifact, ddir: DatasetDir, rel_dir: str) -> Iterator[Finding | Fact]:

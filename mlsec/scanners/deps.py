@@ -22,6 +22,7 @@ from mlsec import __version__, catalog
 from mlsec.deps import Dependency, Manifest, package_of
 from mlsec.model import Artifact, ArtifactKind, Finding, Location, Package, Severity, Skip
 from mlsec.registry import ScanContext, register
+from mlsec.scanmemo import Scope
 
 if TYPE_CHECKING:
     from mlsec.deps.advisories import AdvisoryStore, DbInfo
@@ -37,6 +38,10 @@ class DependencyScanner:
     name = NAME
     version = f"{__version__}+1"
 
+    def context_scope(self, artifact: Artifact) -> Scope:
+        """The advisory database and the day (its age is reported); includes are noted reads."""
+        return Scope.DATABASE
+
     def applies(self, artifact: Artifact, ctx: ScanContext) -> bool:
         """Dependency artifacts whose name selects a reader."""
         from mlsec.deps.manifests import format_of
@@ -48,6 +53,8 @@ class DependencyScanner:
         from mlsec.deps import advisories, manifests
 
         manifest = manifests.parse(artifact.fs_path, artifact.path)
+        for other in manifest.read_files:
+            ctx.note_read(other)
         store, db_info = advisories.open_store()
         yield from analyse(manifest, store=store, db_info=db_info, online=bool(getattr(ctx, "online", False)),
                            online_service=str(getattr(ctx, "online_service", "pypi")))
