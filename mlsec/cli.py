@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from mlsec import __version__, catalog
+from mlsec import __version__
 from mlsec.engine.context import Limits
 from mlsec.model import Decision, ScanResult, Severity
 from mlsec.report import FORMATS, renderer
@@ -189,8 +189,8 @@ def _run(*, paths: tuple[Path, ...], formats: list[tuple[str, Path | None]], out
          bom_only: bool = False) -> None:
     from mlsec import gate as gating
     from mlsec.config import ConfigError
-    from mlsec.pipeline import Options, run
     from mlsec.errors import PolicyError
+    from mlsec.pipeline import Options, run
     from mlsec.suppress import WaiverError
 
     for p in paths:
@@ -417,7 +417,8 @@ def policy_test(folder: Path | None, config_file: Path | None, verbose: bool) ->
     policies it extends (a file named like a shipped one replaces it). Exit 0 when every case
     passes, 1 when one fails, 2 when the policies or cases cannot be loaded.
     """
-    from mlsec import config, policy, policy_test as runner
+    from mlsec import config, policy
+    from mlsec import policy_test as runner
 
     shipped = policy.default_dir()
     folder = folder or shipped
@@ -454,6 +455,8 @@ def rules() -> None:
 @rules.command("list")
 def rules_list() -> None:
     """List every rule with its default severity."""
+    from mlsec import catalog
+
     for rule in catalog.rules().values():
         click.echo(f"{rule.id:22} {rule.severity.label:9} {rule.title}")
 
@@ -462,6 +465,8 @@ def rules_list() -> None:
 @click.argument("rule_id")
 def rules_explain(rule_id: str) -> None:
     """Explain a rule: what it finds, why it matters, how to fix it."""
+    from mlsec import catalog
+
     rule = catalog.rules().get(rule_id.upper())
     if rule is None:
         click.echo(f"unknown rule {rule_id!r}; see `mlsec rules list`", err=True)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlsec.fsio import open_regular
 from mlsec.model import Severity
 
 # Stage settings and the value type each must have (anything else is a configuration error).
@@ -113,8 +113,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=64)
 def _parse_toml(path: str, _mtime_ns: int, _size: int) -> dict[str, Any]:
+    import tomllib  # here: most runs find no config file to parse
+
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             return tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from mlsec.model import ArtifactKind, Skip
+from mlsec.fsio import open_regular
+from mlsec.model import ArtifactKind, Skip, clean_text
 
 if TYPE_CHECKING:
     from pathspec import GitIgnoreSpec
@@ -87,7 +88,7 @@ def classify(rel: str, fmt: str) -> ArtifactKind:
 
 
 def _read_head(fs_path: str) -> bytes:
-    with open(fs_path, "rb") as fh:
+    with open_regular(fs_path) as fh:
         return fh.read(HEAD_SIZE)
 
 
@@ -139,7 +140,7 @@ def discover(paths: Sequence[str | os.PathLike[str]], excludes: Sequence[str] = 
         try:
             st = os.stat(root_path)
         except OSError as exc:
-            yield Skip(path=root_path.as_posix(), reason=f"cannot access: {exc.strerror}", code="unreadable")
+            yield Skip(path=clean_text(root_path.as_posix()), reason=f"cannot access: {exc.strerror}", code="unreadable")
             continue
         if stat.S_ISDIR(st.st_mode):
             yield from _walk(root_path, excludes, use_gitignore, known)
@@ -149,6 +150,7 @@ def discover(paths: Sequence[str | os.PathLike[str]], excludes: Sequence[str] = 
 
 
 def _file(rel: str, fs_path: str, known: Mapping[str, KnownFormat]) -> Iterator[Candidate | Skip]:
+    rel = clean_text(rel)  # the reported name; fs_path keeps the real bytes
     try:
         st = os.stat(fs_path)  # follows a file symlink; ELOOP for a symlink loop
     except OSError as exc:
@@ -193,10 +195,10 @@ def _walk(root: Path, excludes: Sequence[str], use_gitignore: bool,
             if d in SKIP_DIRS or os.path.exists(os.path.join(full, "pyvenv.cfg")) or ignores.ignored(rel, True):
                 continue
             if os.path.islink(full):
-                yield Skip(path=_join(prefix, rel), reason="symlink to a directory is not followed", code="dir-symlink")
+                yield Skip(path=clean_text(_join(prefix, rel)), reason="symlink to a directory is not followed", code="dir-symlink")
                 continue
             if not os.access(full, os.R_OK | os.X_OK):
-                yield Skip(path=_join(prefix, rel), reason="directory is not readable", code="unreadable")
+                yield Skip(path=clean_text(_join(prefix, rel)), reason="directory is not readable", code="unreadable")
                 continue
             keep.append(d)
         dirnames[:] = keep

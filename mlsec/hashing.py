@@ -1,7 +1,7 @@
 """SHA-256 of artifacts: streamed once, and remembered across runs.
 
 Hashing a multi-GB model is the floor of a scan's cost (every byte must be read), so the
-digest is cached by (absolute path, size, mtime, inode): re-scanning an unchanged checkpoint
+digest is cached by (absolute path, size, mtime, inode, ctime): re-scanning an unchanged checkpoint
 costs a stat, not a read. The cache is a small SQLite file under the user cache directory
 (``MLSEC_CACHE_DIR`` overrides it); any cache problem silently falls back to hashing.
 """
@@ -9,9 +9,13 @@ costs a stat, not a read. The cache is a small SQLite file under the user cache 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import sqlite3
 from pathlib import Path
+from typing import cast
+
+from mlsec.fsio import open_regular
 
 _BUF = 1 << 20
 _MIN_CACHED = 1 << 20  # small files are cheaper to hash than to look up
@@ -37,8 +41,9 @@ def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     buf = bytearray(_BUF)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
+    with open_regular(path, buffering=0) as fh:
+        raw = cast(io.FileIO, fh)  # unbuffered: readinto straight into our buffer
+        while n := raw.readinto(buf):
             h.update(view[:n])
     return h.hexdigest()
 
@@ -53,27 +58,28 @@ class HashCache:
                 directory = cache_dir()
                 directory.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(directory / "hashes.sqlite", timeout=5)
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS h (path TEXT PRIMARY KEY, size INT, mtime INT, inode INT, sha256 TEXT)"
-                )
+                # ctime too: content swapped in with the old mtime put back (touch -d) changes it.
+                self._db.execute("CREATE TABLE IF NOT EXISTS h2 (path TEXT PRIMARY KEY, size INT, mtime INT, "
+                                 "inode INT, ctime INT, sha256 TEXT)")
             except (OSError, sqlite3.Error):
                 self._db = None
 
-    def digest(self, fs_path: str, size: int, mtime_ns: int, inode: int) -> str:
+    def digest(self, fs_path: str, size: int, mtime_ns: int, inode: int, ctime_ns: int) -> str:
         """Cached digest when the file identity matches, else hash and remember."""
         key = os.fsencode(os.path.abspath(fs_path))  # bytes: file names need not be valid UTF-8
         if self._db is None or size < _MIN_CACHED:
             return sha256_file(fs_path)
         try:
-            row = self._db.execute("SELECT size, mtime, inode, sha256 FROM h WHERE path = ?", (key,)).fetchone()
-            if row is not None and tuple(row[:3]) == (size, mtime_ns, inode):
-                return str(row[3])
+            row = self._db.execute("SELECT size, mtime, inode, ctime, sha256 FROM h2 WHERE path = ?", (key,)).fetchone()
+            if row is not None and tuple(row[:4]) == (size, mtime_ns, inode, ctime_ns):
+                return str(row[4])
         except sqlite3.Error:
             return sha256_file(fs_path)
         digest = sha256_file(fs_path)
         try:
             with self._db:
-                self._db.execute("INSERT OR REPLACE INTO h VALUES (?, ?, ?, ?, ?)", (key, size, mtime_ns, inode, digest))
+                self._db.execute("INSERT OR REPLACE INTO h2 VALUES (?, ?, ?, ?, ?, ?)",
+                                 (key, size, mtime_ns, inode, ctime_ns, digest))
         except sqlite3.Error:
             pass
         return digest

@@ -15,6 +15,26 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 
+def clean_text(text: str) -> str:
+    """``text`` with undecodable bytes shown as ``\\xNN``.
+
+    File names and archive member names need not be UTF-8; Python carries such bytes as lone
+    surrogates (``os.fsdecode``, tarfile), which no UTF-8 report can encode. Every name that
+    enters a finding, skip or artifact goes through here, so every output format stays valid.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:  # bytes smuggled in by surrogateescape: show them as the bytes they were
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # other lone surrogates (from JSON \\ud800 escapes, say)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Severity(enum.IntEnum):
     """Finding severity. Ordered, so thresholds are plain comparisons."""
 

@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mlsec.fsio import open_regular
+
 MAX_FILE = 1 << 20
 MAX_ITEMS = 64
 MAX_TEXT = 256
@@ -90,7 +92,7 @@ def _read_text(where: tuple[str, str], warnings: list[str]) -> str | None:
         warnings.append(f"{shown}: no local path to read it from")
         return None
     try:
-        with open(fs_path, "rb") as fh:
+        with open_regular(fs_path) as fh:
             data = fh.read(MAX_FILE + 1)
     except OSError as exc:
         warnings.append(f"{shown}: cannot read ({exc.strerror})")

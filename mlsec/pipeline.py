@@ -12,7 +12,7 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlsec import __version__
 from mlsec.discover import Candidate, discover
@@ -20,8 +20,10 @@ from mlsec.engine.context import Limits
 from mlsec.hashing import HashCache, advisory_db_path, cache_dir
 from mlsec.model import Artifact, ArtifactKind, ErrorRecord, Fact, Finding, Package, ScanResult, Skip
 from mlsec.registry import ScanContext, Scanner, scanners
-from mlsec.resultcache import ResultCache
-from mlsec.scanmemo import Identity, Remembered, ScanMemo, Scope, context, memo_key
+from mlsec.scanmemo import Identity, Remembered, ScanMemo, Scope, context, identity, memo_key
+
+if TYPE_CHECKING:
+    from mlsec.resultcache import ResultCache
 
 Progress = Callable[[int, int, str], None]
 
@@ -76,6 +78,8 @@ def _result_cache(enabled: bool, options: Options) -> ResultCache:
     salt = _salt(options.limits, options.engines)
     key = (enabled, str(cache_dir()), salt)
     if key not in _result_caches:
+        from mlsec.resultcache import ResultCache  # a run answered from the memo looks nothing up
+
         _result_caches[key] = ResultCache(enabled, salt)
     return _result_caches[key]
 
@@ -85,7 +89,8 @@ def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
     ctx = ScanContext(limits=options.limits, engines=options.engines, online=options.online,
                       online_service=options.online_service)
     try:
-        digest = _hash_cache(options.use_cache).digest(cand.fs_path, cand.size, cand.mtime_ns, cand.inode)
+        digest = _hash_cache(options.use_cache).digest(cand.fs_path, cand.size, cand.mtime_ns, cand.inode,
+                                                       cand.ctime_ns)
     except OSError as exc:
         artifact = Artifact(cand.path, cand.kind, cand.format, cand.size, "", cand.fs_path)
         skip = Skip(cand.path, f"cannot read: {exc.strerror}", "unreadable")
@@ -98,6 +103,7 @@ def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
     facts: list[Fact] = []
     sinks: dict[type, list[Any]] = {Finding: findings, Skip: skipped, Package: packages, Fact: facts}
     applicable: list[Scanner] = [s for s in scanners() if s.applies(artifact, ctx)]
+    finished: list[tuple[str, list[Any]]] = []  # cache entries, written once the file proved unchanged
     cache = _result_cache(options.use_cache, options) if any(_cacheable(s) for s in applicable) else None
     for scanner in applicable:
         version = scanner.version
@@ -120,7 +126,15 @@ def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
         else:
             # The cache restores items under this file's path: items about other files are not cached.
             if cache is not None and key is not None and all(i.path == artifact.path for i in produced):
-                cache.put(key, produced)
+                finished.append((key, produced))
+    if _identity(cand) != _current_identity(cand.fs_path):
+        # Hashed one version, scanned another (or several): the findings may not belong to the
+        # digest, so nothing is cached and the scan of this file is incomplete.
+        errors.append(ErrorRecord(cand.path, "pipeline", "the file changed while it was being scanned "
+                                  "(size, mtime or ctime moved); its findings may not match its SHA-256: scan it again"))
+    elif cache is not None:
+        for key, produced in finished:
+            cache.put(key, produced)
     if not applicable and cand.kind in (ArtifactKind.MODEL, ArtifactKind.ARCHIVE):
         skipped.append(Skip(cand.path, f"no scanner for {cand.format} content yet", "unsupported-format"))
     scope, memoizable = Scope.FILE, True
@@ -227,6 +241,13 @@ def run(paths: Sequence[str | os.PathLike[str]], options: Options = Options(),
 
 def _identity(cand: Candidate) -> Identity:
     return (cand.size, cand.mtime_ns, cand.inode, cand.ctime_ns)
+
+
+def _current_identity(fs_path: str) -> Identity | None:
+    try:
+        return identity(os.stat(fs_path))
+    except OSError:
+        return None
 
 
 def _result(outcomes: list[_Outcome], skipped: list[Skip]) -> ScanResult:

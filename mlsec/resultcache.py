@@ -18,7 +18,6 @@ import json
 import sqlite3
 from typing import Any
 
-from mlsec import catalog
 from mlsec.hashing import cache_dir
 from mlsec.model import Artifact, Fact, Finding, Location, Package, Severity, Skip
 
@@ -61,6 +60,8 @@ class ResultCache:
 
     def __init__(self, enabled: bool = True, salt: str = "") -> None:
         self._db: sqlite3.Connection | None = None
+        from mlsec import catalog  # here: decoding a memo entry needs no rules
+
         self._salt = f"{_FORMAT}\0{catalog.rules_digest()}\0{salt}" if enabled else ""
         if not enabled:
             return

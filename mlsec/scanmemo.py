@@ -86,10 +86,11 @@ def _stat_line(path: str) -> str:
 def _code_identity(h: Any) -> None:
     """mlsec's own files, rules and policies (an edited scanner or rule must not be answered
     from the memo), and the folders of installed packages (installing pyarrow changes output)."""
-    from mlsec.catalog import data_dir
-
     package = os.path.dirname(os.path.abspath(__file__))
-    for folder in (package, str(data_dir("rules")), str(data_dir("policies"))):
+    # rules/ and policies/: inside the package when installed (_data), beside it in a checkout.
+    data = [] if os.path.isdir(os.path.join(package, "_data")) else [
+        os.path.join(os.path.dirname(package), name) for name in ("rules", "policies")]
+    for folder in (package, *data):
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
             for name in sorted(filenames):

@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mlsec.fsio import open_regular
 from mlsec.model import Finding, ScanResult, Suppressed, Suppression
 
 MAX_WAIVER_FILE = 1 << 20
@@ -463,7 +464,7 @@ def _inline_ignores(
 
 def _read_lines(fs_path: str, lines: set[int]) -> Iterable[tuple[int, str]]:
     try:
-        with open(fs_path, "rb") as fh:
+        with open_regular(fs_path) as fh:
             data = fh.read(MAX_INLINE_FILE)
     except OSError:
         return

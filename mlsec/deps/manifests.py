@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mlsec.deps import Dependency, Manifest, Problem
+from mlsec.fsio import open_regular
 from mlsec.sniff import manifest_format as format_of  # re-exported: the deps API
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def read_text(fs_path: str, path: str) -> tuple[str, Problem | None]:
     or a non-fatal one (undecodable bytes replaced).
     """
     try:
-        with open(fs_path, "rb") as fh:
+        with open_regular(fs_path) as fh:
             data = fh.read(MAX_BYTES + 1)
     except OSError as exc:
         return "", Problem("unreadable", f"cannot read {path}: {exc.strerror}", path, fatal=True)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from mlsec import catalog
 from mlsec.engine.stream import BudgetExceeded, Stream, bytes_stream
-from mlsec.model import Finding, Location, Severity, Skip
+from mlsec.model import Finding, Location, Severity, Skip, clean_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +61,11 @@ class Inspection:
         evidence: dict[str, str] | None = None,
     ) -> None:
         """Record a finding; the same (rule, key, member) is only reported once per artifact."""
+        from mlsec import catalog  # here: a run answered from the memo never builds a finding
+
         rule = catalog.rules()[rule_id]  # KeyError here is a bug: every rule must be catalogued
+        member = clean_text(member) if member is not None else None  # names from archives: any bytes
+        message, key = clean_text(message), clean_text(key)
         ident = (rule_id, key, member)
         if ident in self._seen:
             return
@@ -76,13 +79,13 @@ class Inspection:
                 scanner=self.scanner,
                 location=Location(offset=offset, member=member, pointer=pointer),
                 key=f"{member or ''}|{key}",
-                evidence=tuple(sorted((evidence or {}).items())),
+                evidence=tuple(sorted((k, clean_text(v)) for k, v in (evidence or {}).items())),
             )
         )
 
     def skip(self, reason: str, code: str) -> None:
         """Record that part of the artifact was not inspected."""
-        self.skips.append(Skip(path=self.path, reason=reason, code=code))
+        self.skips.append(Skip(path=self.path, reason=clean_text(reason), code=code))
 
     def charge(self, nbytes: int) -> None:
         """Account decompressed bytes against the artifact's budget (see Stream)."""

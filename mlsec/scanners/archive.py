@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bz2
 import io
+import itertools
 import lzma
 import posixpath
 import struct
@@ -24,7 +25,6 @@ from typing import Any, BinaryIO
 from mlsec.engine import dispatch
 from mlsec.engine.context import Inspection, join_member, random_access
 from mlsec.engine.stream import BudgetExceeded, CorruptData, Stream
-import itertools
 
 _READ = 1 << 16
 
@@ -181,8 +181,13 @@ def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int
     return usize, csize, offset
 
 
-def _central_directory(raw: BinaryIO, size: int) -> list[ZipEntry] | None:
-    """Entries from the central directory, or None when it cannot be found or read."""
+def _central_directory(raw: BinaryIO, size: int, limit: int) -> tuple[list[ZipEntry], int] | None:
+    """Up to ``limit`` entries from the central directory and the count its end record
+    declares, or None when it cannot be found or read.
+
+    The directory is read in 1 MiB chunks and parsing stops at the limit: a zip of millions of
+    tiny entries costs no more memory than one of ``limit`` entries.
+    """
     tail_len = min(size, 65_557)
     raw.seek(size - tail_len)
     tail = raw.read(tail_len)
@@ -200,27 +205,33 @@ def _central_directory(raw: BinaryIO, size: int) -> list[ZipEntry] | None:
             total, cd_size, cd_offset = struct.unpack_from("<QQQ", rec, 32)
     if cd_offset + cd_size > eocd_abs + 1 or cd_size > 1 << 31:
         return None
-    raw.seek(cd_offset)
-    cd = raw.read(cd_size)
     entries: list[ZipEntry] = []
-    pos = 0
-    while pos + 46 <= len(cd) and cd[pos : pos + 4] == b"PK\x01\x02":
-        (flags, method, csize, usize, nlen, xlen, clen, loff) = (
-            struct.unpack_from("<H", cd, pos + 8)[0],
-            struct.unpack_from("<H", cd, pos + 10)[0],
-            struct.unpack_from("<I", cd, pos + 20)[0],
-            struct.unpack_from("<I", cd, pos + 24)[0],
-            struct.unpack_from("<H", cd, pos + 28)[0],
-            struct.unpack_from("<H", cd, pos + 30)[0],
-            struct.unpack_from("<H", cd, pos + 32)[0],
-            struct.unpack_from("<I", cd, pos + 42)[0],
-        )
-        name = cd[pos + 46 : pos + 46 + nlen].decode("utf-8", "replace")
-        extra = cd[pos + 46 + nlen : pos + 46 + nlen + xlen]
+    raw.seek(cd_offset)
+    left, buf, pos = cd_size, b"", 0
+
+    def fill(need: int) -> bool:
+        nonlocal buf, pos, left
+        while len(buf) - pos < need and left > 0:
+            chunk = raw.read(min(1 << 20, left))
+            if not chunk:
+                left = 0
+                break
+            left -= len(chunk)
+            buf, pos = buf[pos:] + chunk, 0
+        return len(buf) - pos >= need
+
+    while len(entries) < limit and fill(46) and buf[pos : pos + 4] == b"PK\x01\x02":
+        flags, method = struct.unpack_from("<HH", buf, pos + 8)
+        csize, usize, nlen, xlen, clen = struct.unpack_from("<IIHHH", buf, pos + 20)
+        (loff,) = struct.unpack_from("<I", buf, pos + 42)
+        if not fill(46 + nlen + xlen + clen):
+            break
+        name = buf[pos + 46 : pos + 46 + nlen].decode("utf-8", "replace")
+        extra = buf[pos + 46 + nlen : pos + 46 + nlen + xlen]
         usize, csize, loff = _zip64_extra(extra, usize, csize, loff)
         entries.append(ZipEntry(name, flags, method, csize, usize, loff))
         pos += 46 + nlen + xlen + clen
-    return entries if entries or total == 0 else None
+    return (entries, total) if entries or total == 0 else None
 
 
 def _local_scan(raw: BinaryIO, size: int, limit: int) -> list[ZipEntry]:
@@ -287,7 +298,9 @@ def inspect_zip(stream: Stream, insp: Inspection, member: str | None, depth: int
         stream = stream.window(stream.tell(), stream.remaining() or 0)
     raw, base, size = stream.raw, stream.absolute_start, stream.length or 0
     view = _Window(raw, base, size)
-    entries = _central_directory(view, size)  # type: ignore[arg-type]
+    found = _central_directory(view, size, insp.limits.max_members + 1)  # type: ignore[arg-type]
+    declared = found[1] if found is not None else 0
+    entries = found[0] if found is not None else None
     if entries is None:
         entries = _local_scan(view, size, insp.limits.max_members + 1)  # type: ignore[arg-type]
         insp.add(
@@ -302,7 +315,7 @@ def inspect_zip(stream: Stream, insp: Inspection, member: str | None, depth: int
             f"Zip has more than {insp.limits.max_members} entries; only the first were inspected",
             key="max-members",
             member=member,
-            evidence={"entries": str(len(entries))},
+            evidence={"declared_entries": str(declared)} if declared > insp.limits.max_members else {},
         )
         entries = entries[: insp.limits.max_members]
     _check_entries(view, size, entries, insp, member)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlsec import __version__, catalog
+from mlsec.fsio import open_regular
 from mlsec.model import Artifact, ArtifactKind, Finding, Location, Package, Severity, Skip
 from mlsec.registry import ScanContext, register
 
@@ -742,7 +743,7 @@ def parse_artifact(artifact: Artifact) -> Parsed:
         return _last_parse[0][1]
     if artifact.size > MAX_SOURCE_BYTES:
         raise SourceError(f"source file larger than {MAX_SOURCE_BYTES >> 20} MiB was not parsed")
-    with open(artifact.fs_path, "rb") as fh:
+    with open_regular(artifact.fs_path) as fh:
         data = fh.read(MAX_SOURCE_BYTES + 1)
     if len(data) > MAX_SOURCE_BYTES:
         raise SourceError(f"source file larger than {MAX_SOURCE_BYTES >> 20} MiB was not parsed")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlsec import __version__
+from mlsec.fsio import open_regular
 from mlsec.model import Artifact, Fact, Finding, Location, Skip
 from mlsec.registry import ScanContext, register
 from mlsec.scanmemo import Scope
@@ -65,7 +66,7 @@ _SKIP_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", "node_modules", ".
 
 def _read(fs_path: str) -> bytes | None:
     try:
-        with open(fs_path, "rb") as fh:
+        with open_regular(fs_path) as fh:
             data = fh.read(MAX_FILE + 1)
     except OSError:
         return None

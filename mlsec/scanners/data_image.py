@@ -28,6 +28,7 @@ from mlsec import __version__
 from mlsec.engine import dispatch
 from mlsec.engine.context import DeadlineExceeded, Inspection
 from mlsec.engine.stream import StreamError, file_stream
+from mlsec.fsio import open_regular
 from mlsec.model import Artifact, Finding, Severity, Skip
 from mlsec.registry import ScanContext, register
 from mlsec.sniff import ARCHIVE_FORMATS, HEAD_SIZE, sniff
@@ -368,7 +369,7 @@ class DataImageScanner:
         """Walk the structure; report GPS, trailing data (inspecting it) and bombs."""
         insp = Inspection(path=artifact.path, scanner=self.name, limits=ctx.limits)
         error: Exception | None = None
-        with open(artifact.fs_path, "rb") as fh:
+        with open_regular(artifact.fs_path) as fh:
             size = os.fstat(fh.fileno()).st_size
             try:
                 self._inspect(fh, size, artifact.format, insp)

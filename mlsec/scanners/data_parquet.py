@@ -30,6 +30,7 @@ from mlsec import __version__
 from mlsec.engine import dispatch
 from mlsec.engine.context import DeadlineExceeded, Inspection, join_member
 from mlsec.engine.stream import StreamError, bytes_stream
+from mlsec.fsio import open_regular
 from mlsec.model import Artifact, Fact, Finding, Skip
 from mlsec.registry import ScanContext, register
 from mlsec.scanners.data_text import Coverage, Tally, coverage_finding, data_budget, dataset_facts
@@ -775,7 +776,7 @@ class DataColumnarScanner:
         cov = Coverage(bytes_total=artifact.size)
         tally = Tally()
         error: Exception | None = None
-        with open(artifact.fs_path, "rb") as fh:
+        with open_regular(artifact.fs_path) as fh:
             size = os.fstat(fh.fileno()).st_size
             if artifact.format == "arrow" and fh.read(4) == b"FEA1":
                 # Feather v1 predates Arrow IPC (and extension types): nothing of this kind to check.

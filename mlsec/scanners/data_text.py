@@ -46,6 +46,7 @@ from mlsec import __version__
 from mlsec.detect.pii import find_pii
 from mlsec.detect.pii import mask as pii_mask
 from mlsec.engine.context import DeadlineExceeded
+from mlsec.fsio import open_regular
 from mlsec.model import Artifact, Fact, Finding, Location, Severity, Skip
 from mlsec.registry import ScanContext, register
 
@@ -963,7 +964,7 @@ class DataTextScanner:
         if not secrets and fmt == "json" and CONFIG_JSON.search(artifact.path):
             return  # configuration: its credentials are the secrets scanner's, and it holds no records
         deadline = time.monotonic() + ctx.limits.timeout
-        with open(artifact.fs_path, "rb") as fh:
+        with open_regular(artifact.fs_path) as fh:
             size = os.fstat(fh.fileno()).st_size
             try:
                 if compressed:

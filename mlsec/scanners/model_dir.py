@@ -26,6 +26,7 @@ from typing import Any
 
 from mlsec import __version__, modelcard
 from mlsec.engine.context import Inspection
+from mlsec.fsio import open_regular
 from mlsec.model import Artifact, Fact, Finding, Severity, Skip
 from mlsec.registry import ScanContext, register
 
@@ -59,7 +60,7 @@ def _pickle_weights(directory: str) -> tuple[list[str], bool]:
                     has_safetensors = True
                 elif lower.endswith(PICKLE_WEIGHT_SUFFIXES) and entry.is_file():
                     try:
-                        with open(entry.path, "rb") as fh:
+                        with open_regular(entry.path) as fh:
                             head = fh.read(4096)
                     except OSError:
                         continue

@@ -27,6 +27,7 @@ from mlsec import __version__
 from mlsec.engine import dispatch
 from mlsec.engine.context import Inspection
 from mlsec.engine.stream import Stream, StreamError, file_stream
+from mlsec.fsio import open_regular
 from mlsec.model import Artifact, Finding, Severity, Skip
 from mlsec.registry import ScanContext, register
 
@@ -478,7 +479,7 @@ class OnnxDirectoryScanner:
         """Re-walk the model quietly, then check each external location on disk."""
         quiet = Inspection(path=artifact.path, scanner=self.name, limits=ctx.limits)
         try:
-            with open(artifact.fs_path, "rb") as fh:
+            with open_regular(artifact.fs_path) as fh:
                 info = walk(file_stream(fh), quiet, None)
         except (OSError, StreamError):
             return

@@ -15,6 +15,7 @@ from mlsec import __version__
 from mlsec.engine import dispatch
 from mlsec.engine.context import DeadlineExceeded, Inspection
 from mlsec.engine.stream import StreamError, file_stream
+from mlsec.fsio import open_regular
 from mlsec.model import Artifact, Finding, Skip
 from mlsec.registry import ScanContext, register
 
@@ -35,7 +36,7 @@ class ModelScanner:
         """Inspect the file; a timeout keeps the partial findings, then raises."""
         insp = Inspection(path=artifact.path, scanner=self.name, limits=ctx.limits)
         error: Exception | None = None
-        with open(artifact.fs_path, "rb") as fh:
+        with open_regular(artifact.fs_path) as fh:
             try:
                 dispatch.inspect(file_stream(fh), insp, None, 0, artifact.path)
             except DeadlineExceeded as exc:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlsec import __version__, catalog
+from mlsec.fsio import open_regular
 from mlsec.model import Artifact, ArtifactKind, Finding, Location, Package, Severity, Skip
 from mlsec.registry import ScanContext, register
 from mlsec.scanners.secrets import secret_findings
@@ -256,7 +257,7 @@ class NotebookScanner:
         if artifact.size > MAX_NOTEBOOK_BYTES:
             yield Skip(artifact.path, f"notebook larger than {MAX_NOTEBOOK_BYTES >> 20} MiB was not read", "too-large")
             return
-        with open(artifact.fs_path, "rb") as fh:
+        with open_regular(artifact.fs_path) as fh:
             data = fh.read(MAX_NOTEBOOK_BYTES + 1)
         text = data.decode("utf-8", "replace")
         try:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 from mlsec import __version__, catalog
 from mlsec.detect.secrets import find_secrets, rule_for_kind
+from mlsec.fsio import open_regular
 from mlsec.model import Artifact, ArtifactKind, Finding, Location, Skip
 from mlsec.registry import ScanContext, register
 
@@ -121,7 +122,7 @@ class SecretsScanner:
         if artifact.size > limit:
             yield Skip(artifact.path, f"larger than {limit >> 20} MiB: not searched for secrets", "too-large")
             return
-        with open(artifact.fs_path, "rb") as fh:
+        with open_regular(artifact.fs_path) as fh:
             data = fh.read(limit + 1)
         if len(data) > limit:
             yield Skip(artifact.path, f"larger than {limit >> 20} MiB: not searched for secrets", "too-large")
