@@ -8,17 +8,30 @@ are written with h5py (those tests skip when it is absent). Bytecode is produced
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
+import dataclasses
 import io
 import json
 import marshal
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mlsec.model import Severity
+from mlsec.engine import hdf5_client, hdf5_worker
+from mlsec.engine.context import Limits
+from mlsec.model import ScanResult, Severity
+from mlsec.pipeline import Options, run
 from tests.conftest import FIXTURES, at_least, rules_of, scan_bytes, scan_path
 from tests.test_hostile import SYSTEM, globals_of, npy_object, system_pickle
 
@@ -219,3 +232,324 @@ def test_without_h5py_hdf5_is_skipped_not_clean(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setitem(sys.modules, "h5py", None)  # makes `import h5py` raise ImportError
     result = scan_path(KERAS_DIR / "tiny_sequential.h5", use_cache=False)
     assert [s.code for s in result.skipped] == ["missing-dependency"] and result.errors == ()
+
+
+# -- the isolated HDF5 reader process ---------------------------------------------------------
+# h5py runs in a child process (mlsec.engine.hdf5_client); these tests make it crash, hang and
+# misbehave for real (signals to the real child, or a stand-in child speaking the protocol).
+LAMBDA_H5_CONFIG = {"class_name": "Sequential", "config": {"layers": [
+    {"class_name": "Lambda", "config": {"name": "evil", "function": [evil_code(), None, None],
+                                        "function_type": "lambda"}}]}}
+
+
+@pytest.fixture
+def reader() -> Iterator[hdf5_client.HDF5Reader]:
+    """A fresh shared reader for the test, stopped afterwards (even if the test left it stopped)."""
+    pytest.importorskip("h5py")
+    fresh = hdf5_client.HDF5Reader()
+    previous = hdf5_client.set_shared(fresh)
+    try:
+        yield fresh
+    finally:
+        if fresh.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(fresh.pid, signal.SIGCONT)
+        fresh.close()
+        hdf5_client.set_shared(previous)
+
+
+def hostile_h5(tmp_path: Path, name: str = "evil.h5") -> Path:
+    return h5_with(tmp_path, name, model_config=json.dumps(LAMBDA_H5_CONFIG))
+
+
+def assert_lambda_found(path: Path) -> None:
+    result = scan_path(path, use_cache=False)
+    assert [f.rule_id for f in result.findings] == ["MLSEC-KERAS-001"], result.findings
+    assert result.errors == () and result.skipped == ()
+
+
+def assert_reaped(pid: int) -> None:
+    """The child is gone and was waited for: no zombie left behind."""
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.005)
+
+
+def test_h5_files_are_read_by_one_reused_child_process(tmp_path: Path, reader: hdf5_client.HDF5Reader) -> None:
+    assert reader.pid is None  # started lazily, on the first HDF5 file
+    assert_lambda_found(hostile_h5(tmp_path))
+    pid = reader.pid
+    assert pid is not None and pid != os.getpid() and hdf5_client.worker_pid() == pid
+    assert reader.command == hdf5_client.default_command()
+    assert reader.command[:2] == (sys.executable, "-I")
+    assert reader.command[-1] == str(Path(hdf5_worker.__file__).resolve())
+    if Path("/proc/self").is_dir():
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1] == [os.fsencode(a) for a in reader.command]
+    for name in ("tiny_sequential.h5", "tiny_functional.weights.h5"):
+        result = scan_path(KERAS_DIR / name, use_cache=False)
+        assert result.findings == () and result.skipped == () and result.errors == (), name
+    assert_lambda_found(hostile_h5(tmp_path, "again.h5"))
+    assert reader.pid == pid and reader.starts == 1
+
+
+def test_h5_in_an_archive_is_sent_as_bytes_to_the_same_child(tmp_path: Path,
+                                                             reader: hdf5_client.HDF5Reader) -> None:
+    h5 = hostile_h5(tmp_path).read_bytes()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:  # deflated: the reader gets bytes
+        zf.writestr("a/evil.h5", h5)
+    with zipfile.ZipFile(buf, "a", zipfile.ZIP_STORED) as zf:    # stored: a window of the zip on disk
+        zf.writestr("b/evil.h5", h5)
+    result = scan_bytes(tmp_path, "bundle.zip", buf.getvalue(), use_cache=False)
+    assert sorted((f.rule_id, f.location.member) for f in result.findings) == [
+        ("MLSEC-KERAS-001", "a/evil.h5"), ("MLSEC-KERAS-001", "b/evil.h5")]
+    assert reader.starts == 1
+
+
+def test_a_crash_of_the_reader_is_a_high_finding_and_the_next_file_is_read(
+        tmp_path: Path, reader: hdf5_client.HDF5Reader, monkeypatch: pytest.MonkeyPatch) -> None:
+    victim = h5_with(tmp_path, "victim.h5", model_config=json.dumps({"class_name": "Sequential"}))
+    assert_lambda_found(hostile_h5(tmp_path))  # starts the child
+    pid = reader.pid
+    assert pid is not None
+    # The scan of the victim sends the child the request mlsec builds for it, with one change
+    # made here, in the test: the path names a FIFO. The child takes the request (acknowledges
+    # it) and blocks opening the FIFO, i.e. it is inside the file's handling, exactly where
+    # libhdf5 would crash, when the test kills it with SIGSEGV.
+    fifo = tmp_path / "blocks"
+    os.mkfifo(fifo)
+    real_read = reader.read
+    monkeypatch.setattr(reader, "read", lambda request, timeout: real_read(
+        dataclasses.replace(request, path=str(fifo)), timeout))
+    results: list[ScanResult] = []
+    scan = threading.Thread(target=lambda: results.append(scan_path(victim, use_cache=False)))
+    scan.start()
+    wait_until(lambda: reader.busy, "the child took the request")
+    os.kill(pid, signal.SIGSEGV)
+    scan.join(30)
+    assert not scan.is_alive()
+    monkeypatch.undo()
+    (result,) = results
+    (f,) = result.findings
+    assert f.rule_id == "MLSEC-KERAS-006" and f.severity == Severity.HIGH and "SIGSEGV" in f.message
+    assert f.path.endswith("victim.h5") and dict(f.evidence)["outcome"] == "was killed by signal SIGSEGV"
+    assert result.errors == () and result.skipped == ()
+    assert_reaped(pid)
+    # the next file gets a new child, and is inspected as usual
+    assert_lambda_found(hostile_h5(tmp_path, "next.h5"))
+    assert reader.pid not in (None, pid) and reader.starts == 2
+
+
+def test_a_child_stopped_before_it_takes_the_request_is_not_blamed_on_the_file(
+        tmp_path: Path, reader: hdf5_client.HDF5Reader) -> None:
+    """Killed after the request was written but before the child read it: retried, no finding."""
+    assert_lambda_found(hostile_h5(tmp_path))
+    pid = reader.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    results: list[ScanResult] = []
+    scan = threading.Thread(target=lambda: results.append(scan_path(hostile_h5(tmp_path, "b.h5"),
+                                                                    use_cache=False)))
+    scan.start()
+    time.sleep(0.2)  # the request sits unread in the stopped child's pipe (timing only shortens the wait)
+    os.kill(pid, signal.SIGKILL)
+    scan.join(30)
+    (result,) = results
+    assert [f.rule_id for f in result.findings] == ["MLSEC-KERAS-001"] and reader.starts == 2
+    assert_reaped(pid)
+
+
+def test_a_reader_that_hangs_is_killed_at_the_timeout(tmp_path: Path, reader: hdf5_client.HDF5Reader,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_lambda_found(hostile_h5(tmp_path))
+    pid = reader.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # a child that never answers, as if libhdf5 looped on the file
+    monkeypatch.setattr(hdf5_client, "REQUEST_TIMEOUT", 0.5)
+    started = time.monotonic()
+    result = scan_path(hostile_h5(tmp_path, "hangs.h5"), use_cache=False)
+    assert 0.5 <= time.monotonic() - started < 10
+    (f,) = result.findings
+    assert f.rule_id == "MLSEC-SCAN-001" and "no answer within 0.5s" in f.message and result.errors == ()
+    assert_reaped(pid)
+    monkeypatch.undo()
+    assert_lambda_found(hostile_h5(tmp_path, "next.h5"))
+    assert reader.pid not in (None, pid) and reader.starts == 2
+
+
+def test_the_artifact_time_budget_caps_the_reader_timeout(tmp_path: Path, reader: hdf5_client.HDF5Reader) -> None:
+    assert_lambda_found(hostile_h5(tmp_path))
+    assert reader.pid is not None
+    os.kill(reader.pid, signal.SIGSTOP)
+    result = scan_path(hostile_h5(tmp_path, "hangs.h5"), use_cache=False, limits=Limits(timeout=0.5))
+    assert [f.rule_id for f in result.findings] == ["MLSEC-SCAN-001"] and result.errors == ()
+    assert reader.pid is None  # killed; the next file starts another
+
+
+def test_a_child_that_died_between_files_is_replaced_silently(tmp_path: Path,
+                                                              reader: hdf5_client.HDF5Reader) -> None:
+    assert_lambda_found(hostile_h5(tmp_path))
+    pid = reader.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # e.g. the OOM killer, while no file was being read
+    wait_until(lambda: not Path(f"/proc/{pid}/status").exists()
+               or "zombie" in Path(f"/proc/{pid}/status").read_text(), "the child died")
+    assert_lambda_found(hostile_h5(tmp_path, "next.h5"))  # no crash finding for an innocent file
+    assert reader.starts == 2
+    assert_reaped(pid)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open descriptors in /proc")
+def test_no_descriptor_or_process_leaks_across_many_files_and_restarts(
+        tmp_path: Path, reader: hdf5_client.HDF5Reader) -> None:
+    files = [hostile_h5(tmp_path, f"m{i}.h5") for i in range(3)]
+    assert_lambda_found(files[0])
+    ours = len(os.listdir("/proc/self/fd"))
+    pid = reader.pid
+    assert pid is not None
+    theirs = len(os.listdir(f"/proc/{pid}/fd"))
+    for _ in range(10):
+        for path in files:
+            assert_lambda_found(path)
+    assert len(os.listdir(f"/proc/{pid}/fd")) == theirs and reader.starts == 1
+    for _ in range(3):  # kill and restart a few times
+        old = reader.pid
+        assert old is not None
+        os.kill(old, signal.SIGKILL)
+        assert_lambda_found(files[1])
+        assert_reaped(old)
+    assert len(os.listdir("/proc/self/fd")) == ours and reader.starts == 4
+
+
+def test_threads_share_the_child(tmp_path: Path, reader: hdf5_client.HDF5Reader) -> None:
+    files = [hostile_h5(tmp_path, f"t{i}.h5") for i in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda p: scan_path(p, use_cache=False), files * 3))
+    assert all([f.rule_id for f in r.findings] == ["MLSEC-KERAS-001"] for r in results)
+    assert reader.starts == 1
+
+
+def test_parallel_jobs_do_not_share_the_parents_child(tmp_path: Path, reader: hdf5_client.HDF5Reader) -> None:
+    """--jobs forks pool workers; each starts its own child and the parent's keeps working."""
+    files = [hostile_h5(tmp_path, f"j{i}.h5") for i in range(4)]
+    assert_lambda_found(files[0])
+    pid = reader.pid
+    result = run([str(tmp_path)], Options(jobs=2, use_cache=False))
+    assert sorted(f.rule_id for f in result.findings) == ["MLSEC-KERAS-001"] * 4 and result.errors == ()
+    assert_lambda_found(files[1])
+    assert reader.pid == pid and reader.starts == 1
+    started = time.monotonic()
+    reader.close()  # stdin is ours alone (no forked copy): end of file, a clean exit at once
+    assert time.monotonic() - started < hdf5_client.STOP_TIMEOUT
+    assert pid is not None
+    assert_reaped(pid)
+
+
+def _scan_in_pool_worker(path: str) -> tuple[int, int | None]:
+    scan_path(path, use_cache=False)
+    return os.getpid(), hdf5_client.worker_pid()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="looks processes up in /proc")
+def test_pool_workers_stop_their_children_when_they_exit(tmp_path: Path) -> None:
+    """Pool workers leave through os._exit (no atexit): multiprocessing's finalizers stop the child."""
+    pytest.importorskip("h5py")
+    path = str(hostile_h5(tmp_path))
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        pids = set(pool.map(_scan_in_pool_worker, [path] * 4))
+    children = {child for _, child in pids}
+    assert None not in children and not children & {pid for pid, _ in pids}
+
+    def gone(pid: int) -> bool:
+        status = Path(f"/proc/{pid}/status")
+        return not status.exists() or "hdf5_worker" not in Path(f"/proc/{pid}/cmdline").read_text()
+
+    wait_until(lambda: all(gone(pid) for pid in children if pid is not None), "the pool's children were reaped")
+
+
+_EXIT_CHECK = """
+import atexit, os, sys
+state = {}
+def check():  # registered first, so it runs after mlsec's own exit handler
+    try:
+        os.waitpid(state["pid"], os.WNOHANG)
+        print("not reaped")
+    except ChildProcessError:
+        print("reaped")
+atexit.register(check)
+from mlsec.engine import hdf5_client
+from mlsec.pipeline import Options, run
+result = run([sys.argv[1]], Options(use_cache=False))
+state["pid"] = hdf5_client.worker_pid()
+print(state["pid"] is not None, len(result.findings))
+"""
+
+
+def test_the_child_is_stopped_and_reaped_at_interpreter_exit(tmp_path: Path) -> None:
+    path = hostile_h5(tmp_path)
+    env = {**os.environ, "MLSEC_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", _EXIT_CHECK, str(path)], capture_output=True, text=True,
+                         env=env, timeout=60, check=True)
+    assert out.stdout.split() == ["True", "1", "reaped"], out.stderr
+
+
+def _stand_in(tmp_path: Path, body: str) -> hdf5_client.HDF5Reader:
+    """A reader whose child is a small script speaking the protocol (to misbehave on purpose)."""
+    script = tmp_path / "stand_in.py"
+    script.write_text("import json, os, struct, sys\n"
+                      "def send(header, blob=b''):\n"
+                      "    text = json.dumps(header).encode()\n"
+                      "    os.write(1, struct.pack('>II', len(text), len(blob)) + text + blob)\n" + body)
+    return hdf5_client.HDF5Reader([sys.executable, "-I", str(script)])
+
+
+def test_a_malformed_reply_is_a_crash_and_the_child_is_replaced(tmp_path: Path,
+                                                               reader: hdf5_client.HDF5Reader) -> None:
+    stand_in = _stand_in(tmp_path, "send({'ready': True})\nos.read(0, 1 << 16)\nos.write(1, b'\\xff' * 64)\n"
+                                   "import time; time.sleep(60)\n")
+    hdf5_client.set_shared(stand_in)
+    try:
+        result = scan_path(hostile_h5(tmp_path), use_cache=False)
+        (f,) = result.findings
+        assert f.rule_id == "MLSEC-KERAS-006" and "malformed reply" in f.message and result.errors == ()
+        assert stand_in.pid is None and stand_in.starts == 1
+    finally:
+        stand_in.close()
+        hdf5_client.set_shared(reader)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [("send({'ready': False, 'error': 'ImportError: No module named h5py'})\n", "missing-dependency"),
+     ("sys.exit(3)\n", "reader-unavailable")],
+    ids=["h5py-missing-in-child", "child-cannot-start"],
+)
+def test_a_reader_that_cannot_start_is_a_skip_remembered_for_the_scan(
+        tmp_path: Path, reader: hdf5_client.HDF5Reader, body: str, code: str) -> None:
+    stand_in = _stand_in(tmp_path, body)
+    hdf5_client.set_shared(stand_in)
+    try:
+        for name in ("a.h5", "b.h5"):
+            result = scan_path(hostile_h5(tmp_path, name), use_cache=False)
+            assert result.findings == () and result.errors == ()
+            assert [s.code for s in result.skipped] == [code]
+        assert stand_in.starts == 1  # not retried for every file
+    finally:
+        stand_in.close()
+        hdf5_client.set_shared(reader)
+
+
+def test_the_child_refuses_a_file_replaced_after_the_parent_opened_it(
+        tmp_path: Path, reader: hdf5_client.HDF5Reader) -> None:
+    path = hostile_h5(tmp_path)
+    st = path.stat()
+    request = hdf5_client.Request(attrs=("model_config",), max_storage=1 << 20, max_value=1 << 20, path=str(path),
+                                  length=st.st_size, identity=(st.st_dev, st.st_ino + 1))
+    reply = reader.read(request, 30)
+    assert isinstance(reply, hdf5_client.Reply) and reply.open_error is not None and "replaced" in reply.open_error

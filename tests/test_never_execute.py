@@ -31,6 +31,14 @@ content was executed or acted on:
   the corpus must never be read); any write, ``mkdir``, ``remove``, ``rename``... outside the
   cache and temporary directories; SQLite databases outside the cache.
 
+mlsec reads HDF5 files with h5py in a child process (so that a file that crashes libhdf5 cannot
+end the scan). That child is the one process start allowed, with exactly mlsec's own command
+line (``hdf5_client.default_command()``: this interpreter, its flags) except that the worker's
+file is replaced by this same hook followed by the worker's own main loop. The reader object is
+swapped in-process by the driver, as nothing outside the process can choose that command. The
+child reports its events in a file when its stdin closes; they count like the scan's, and the
+test requires a report from every child started.
+
 The few exceptions are listed below with the reason for each. The test fails on any recorded
 event, if the canary file exists, and unless every hostile sample got at least one HIGH or
 CRITICAL finding: the proof only means something if the scanner really read every payload. A
@@ -104,7 +112,7 @@ READ_FILES = ["/dev/null", "/dev/urandom", "/etc/localtime", "/proc/meminfo", "/
 # Executed by the child interpreter before anything else: json to read the settings, then the
 # hook. Everything the hook needs is computed by the parent and passed in, so the child imports
 # nothing before the hook is live (an import done early would be hidden from the hook later).
-DRIVER = r"""
+HOOK = r"""
 import sys
 import json as _json
 _cfg = _json.loads(sys.argv[1])
@@ -143,6 +151,7 @@ FS_WRITES = {"os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.symlink", "os
 CONTROLS = [(name, compile(src, "<control %s>" % name, "exec")) for name, src in _cfg["controls"]]
 CONTROL_CODE = {id(code) for _, code in CONTROLS}
 _WRITE_FLAGS = _os.O_WRONLY | _os.O_RDWR | _os.O_CREAT | _os.O_TRUNC | _os.O_APPEND
+ALLOWED_COMMAND = None  # the one process start allowed: set by DRIVER_MAIN, never in the worker
 state = {"phase": "startup", "busy": False}
 events = []
 counts = {}
@@ -233,6 +242,10 @@ def _import_problem(name, frame):
 
 def _problem(event, args, frame):
     if event in PROCESS:
+        if event == "subprocess.Popen" and ALLOWED_COMMAND is not None and isinstance(args[1], (list, tuple)):
+            if list(args[1]) == ALLOWED_COMMAND and args[0] in (None, ALLOWED_COMMAND[0]):
+                state["reader_starts"] = state.get("reader_starts", 0) + 1
+                return None  # mlsec's HDF5 reader, started with this very hook (see WORKER_MAIN)
         if event == "subprocess.Popen" and _in_stack(frame, "/platform.py"):
             argv = args[1] if isinstance(args[1], (list, tuple)) else [args[0]]
             if argv and _os.path.basename(_os.fsdecode(argv[0])) in PROBES and not any(
@@ -332,13 +345,36 @@ def _hook(event, args):
         state["busy"] = False
 
 
+def _drop_failed_probes():
+    for e in events:
+        # An unknown module that never got loaded was a failed probe ("try: import x"): nothing ran.
+        if ((e["problem"] or "").startswith("import of a module outside") and e["module"]
+                and e["module"] not in sys.modules):
+            e["problem"] = None
+
+
 sys.addaudithook(_hook)
+"""
+
+# The scan process. mlsec reads HDF5 files in a child process (mlsec.engine.hdf5_client): the one
+# process start allowed is that child, with this driver's hook installed in it before anything
+# else (WORKER_MAIN), so what h5py does on the corpus is watched as closely as the scan itself.
+# Production runs the same child with ``hdf5_client.default_command()``; no environment variable,
+# file or flag can change that command, so the test swaps the reader object in-process.
+DRIVER_MAIN = r"""
 state["phase"] = "import"
 from mlsec.pipeline import Options, run
 from mlsec.registry import scanners
+from mlsec.engine import hdf5_client
 scanners()
+# The production command line (interpreter, flags) with the worker's file replaced by the hook.
+ALLOWED_COMMAND = [*hdf5_client.default_command()[:-1], "-c", _cfg["worker_driver"], sys.argv[1]]
+hdf5_client.set_shared(hdf5_client.HDF5Reader(ALLOWED_COMMAND))
 state["phase"] = "scan"
 result = run([CORPUS], Options())
+worker_starts = hdf5_client.shared().starts
+hdf5_client.STOP_TIMEOUT = 120.0  # the reader writes its report when its stdin closes: let it finish
+hdf5_client.shared().close()
 for name, code in CONTROLS:
     # Negative controls (test of the hook itself): harmless actions of each kind watched.
     state["control"] = name
@@ -348,19 +384,44 @@ for name, code in CONTROLS:
         events.append({"phase": "control", "control": name, "event": "error", "problem": None, "args": repr(exc)})
     state["control"] = None
 state["phase"] = "report"
-for e in events:
-    # An unknown module that never got loaded was a failed probe ("try: import x"): nothing ran.
-    if ((e["problem"] or "").startswith("import of a module outside") and e["module"]
-            and e["module"] not in sys.modules):
-        e["problem"] = None
+_drop_failed_probes()
+workers = []
+for _name in sorted(_os.listdir(_cfg["tmp"])):
+    if _name.startswith("hdf5-reader-") and _name.endswith(".json"):
+        with open(_os.path.join(_cfg["tmp"], _name), encoding="utf-8") as _fh:
+            workers.append(_json.load(_fh))
 print(_json.dumps({
     "events": events,
     "seen": counts,
     "findings": [[f.path, f.severity.name, f.rule_id] for f in result.findings],
     "errors": [[e.path, e.scanner, e.message] for e in result.errors],
     "artifacts": len(result.artifacts),
+    "worker_starts": worker_starts,
+    "reader_starts_seen": state.get("reader_starts", 0),
+    "workers": workers,
 }))
 """
+
+# The HDF5 reader process: the same hook (ALLOWED_COMMAND stays None: it may start nothing), then
+# the reader's own main loop, exactly what ``python -I mlsec/engine/hdf5_worker.py`` runs. Its
+# stdout is the protocol, so it reports in a file when the scan process closes its stdin.
+WORKER_MAIN = r"""
+state["phase"] = "worker"
+from mlsec.engine import hdf5_worker
+try:
+    _code = hdf5_worker.main()
+finally:
+    state["phase"] = "report"
+    _drop_failed_probes()
+    # dumps, not dump: json.dump's pure-Python encoder calls id(), an audit event, which in debug
+    # mode would append to the very list being written.
+    _text = _json.dumps({"events": list(events), "seen": dict(counts)})
+    with open(_os.path.join(_cfg["tmp"], "hdf5-reader-%d.json" % _os.getpid()), "w", encoding="utf-8") as _fh:
+        _fh.write(_text)
+sys.exit(_code)
+"""
+DRIVER = HOOK + DRIVER_MAIN
+WORKER_DRIVER = HOOK + WORKER_MAIN
 
 
 def _scanner_present(sample: Sample) -> bool:
@@ -477,6 +538,7 @@ def _run_driver(tmp_path: Path, corpus: Path, canary: Path, outside: Path,
         "denied": DENIED_MODULES,
         "payload_modules": sorted(PAYLOAD_MODULES),
         "synth_callers": SYNTH_CALLERS,
+        "worker_driver": WORKER_DRIVER,
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MLSEC_"))}
     # No bytecode writes into the source tree: every write must land in the cache or TMPDIR.
@@ -488,6 +550,8 @@ def _run_driver(tmp_path: Path, corpus: Path, canary: Path, outside: Path,
     report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     if cfg["debug"]:
         (tmp_path.parent / "audit_debug.json").write_text(json.dumps(report, indent=1))
+    for worker in report["workers"]:  # the HDF5 reader processes, under the same hook
+        report["events"] += worker["events"]
     report["events"] = [e for e in report["events"] if e.get("problem")]
     return report
 
@@ -514,6 +578,24 @@ def test_scanning_every_hostile_sample_executes_nothing(tmp_path: Path) -> None:
         worst[path] = max(worst.get(path, 0), rank[severity])
     missed = [f"{s.id} ({s.technique})" for s in samples if worst.get(s.target, 0) < rank["HIGH"]]
     assert missed == [], missed
+    # The HDF5 samples were read by mlsec's reader process, and it ran under the hook.
+    if any(s.format == "keras-h5" for s in samples):
+        assert report["worker_starts"] >= 1
+    assert len(report["workers"]) == report["worker_starts"], "a reader process ended without its report"
+    assert report["reader_starts_seen"] == report["worker_starts"]
+    for worker in report["workers"]:
+        assert worker["seen"].get("worker:open", 0) >= 1 and worker["seen"].get("worker:import", 0) > 10, worker
+
+
+def test_the_allowed_process_is_mlsecs_own_hdf5_reader() -> None:
+    """What the driver's hooked command stands for: production's command runs the same main loop."""
+    from mlsec.engine import hdf5_client, hdf5_worker
+
+    command = hdf5_client.default_command()
+    assert command[0] == sys.executable and command[1] == "-I" and set(command[1:-1]) <= {"-I", "-B"}
+    assert Path(command[-1]) == Path(hdf5_worker.__file__).resolve()
+    assert 'if __name__ == "__main__":\n    sys.exit(main())\n' in Path(command[-1]).read_text(encoding="utf-8")
+    assert "_code = hdf5_worker.main()" in WORKER_MAIN and "ALLOWED_COMMAND" not in WORKER_MAIN
 
 
 def test_the_hook_reports_every_kind_of_event_it_watches(tmp_path: Path) -> None:

@@ -12,23 +12,29 @@ Keras rebuilds a model from a JSON config, and that config can carry code:
   engine like any other PyTorch file.
 
 HDF5 is read through h5py (optional extra ``mlsec[formats]``), attributes only: the root's
-``model_config``/``training_config`` and the Keras version. Datasets (weights) are never
-read, so no HDF5 filter plugin is loaded. Attributes are size-checked before they are read.
-The ``.keras`` zip is read by mlsec's own zip reader, which hands ``config.json`` here.
+``model_config``/``training_config``. Datasets (weights) are never read, so no HDF5 filter
+plugin is loaded. Attributes are size-checked before they are read. h5py and libhdf5 (C) run
+in a separate, reused process (:mod:`mlsec.engine.hdf5_client`), never in mlsec's: a file that
+crashes or hangs libhdf5 is reported (MLSEC-KERAS-006, MLSEC-SCAN-001) and the scan goes on.
+The configs the child returns are checked here. The ``.keras`` zip is read by mlsec's own zip
+reader, which hands ``config.json`` here.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
+import os
 import re
+import stat
+import time
 from collections.abc import Iterator
 from typing import Any
 
-from mlsec.engine import dispatch
+from mlsec.engine import dispatch, hdf5_client
 from mlsec.engine.context import Inspection, join_member, random_access
+from mlsec.engine.hdf5_worker import FileWindow
 from mlsec.engine.stream import Stream, bytes_stream
 from mlsec.model import Severity
 
@@ -245,51 +251,18 @@ def is_keras_zip(names: Iterator[str] | list[str]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# HDF5 (h5py, attributes only)
+# HDF5 (h5py in an isolated child process, attributes only)
 # ---------------------------------------------------------------------------------------------
 
 _ATTRS = ("model_config", "training_config")
 _MAX_ATTR = 64 << 20
 
 
-class WindowFile(io.RawIOBase):
-    """Seekable read-only file object over a window of a stream's file (for h5py's fileobj driver)."""
+class WindowFile(FileWindow):
+    """Seekable read-only file object over a window of a stream's file (py7zr reads 7z archives through it)."""
 
     def __init__(self, stream: Stream) -> None:
-        self._raw, self._base, self._size, self._pos = stream.raw, stream.absolute_start, stream.length or 0, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def read(self, n: int | None = -1) -> bytes:
-        """Never more than what is left: callers (py7zr) may ask for sizes read from hostile headers."""
-        left = max(0, self._size - self._pos)
-        n = left if n is None or n < 0 else min(n, left)
-        self._raw.seek(self._base + self._pos)
-        data = self._raw.read(n)
-        self._pos += len(data)
-        return data
-
-    def readinto(self, buf: Any) -> int:
-        n = max(0, min(len(buf), self._size - self._pos))
-        if not n:
-            return 0
-        self._raw.seek(self._base + self._pos)
-        data = self._raw.read(n)
-        buf[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        super().__init__(stream.raw, stream.absolute_start, stream.length or 0)
 
 
 def _bad_h5(insp: Inspection, member: str | None, message: str, key: str) -> None:
@@ -298,52 +271,94 @@ def _bad_h5(insp: Inspection, member: str | None, message: str, key: str) -> Non
 
 @dispatch.handles("hdf5")
 def inspect_hdf5(stream: Stream, insp: Inspection, member: str | None, depth: int) -> None:
-    """Read the Keras attributes of an HDF5 file and check the configs they hold."""
-    try:
-        import h5py
-    except ImportError:
+    """Read the Keras attributes of an HDF5 file in the isolated reader and check the configs here.
+
+    libhdf5 never runs in this process (see :mod:`mlsec.engine.hdf5_client`): a file that
+    crashes or hangs it becomes a finding on that file, and the scan goes on.
+    """
+    if not hdf5_client.h5py_installed():
         insp.skip("HDF5 content not inspected: h5py is not installed (pip install 'mlsec[formats]')",
                   "missing-dependency")
         return
     buffered = random_access(stream, insp, member, "HDF5 file", "hdf5-in-stream")
     if buffered is None:
         return
-    stream = buffered
-    fileobj = WindowFile(stream)
-    try:
-        handle = h5py.File(fileobj, "r")
-    except Exception as exc:  # noqa: BLE001 - h5py raises OSError, ValueError and more for damaged files
-        _bad_h5(insp, member, f"HDF5 file cannot be opened: {str(exc)[:160]}", "hdf5-open")
+    request = _hdf5_request(buffered, insp, member)
+    if request is None:
         return
-    with handle:
-        for attr in _ATTRS:
-            raw = _read_attr(h5py, handle, attr, insp, member)
-            if raw is not None:
-                check_config_text(raw, insp, member, attr, depth, legacy_h5=True)
+    insp.check_time()
+    budget = insp.limits.timeout - (time.monotonic() - insp.started)
+    timeout = max(0.001, min(hdf5_client.REQUEST_TIMEOUT, budget))
+    outcome = hdf5_client.shared().read(request, timeout)
+    if isinstance(outcome, hdf5_client.Failure):
+        _reader_failed(outcome, insp, member, timeout)
+        return
+    if outcome.open_error is not None:
+        _bad_h5(insp, member, f"HDF5 file cannot be opened: {outcome.open_error[:160]}", "hdf5-open")
+        return
+    for attr in outcome.attrs:
+        raw = _attr_value(attr, insp, member)
+        if raw is not None:
+            check_config_text(raw, insp, member, attr.name, depth, legacy_h5=True)
 
 
-def _read_attr(h5py: Any, handle: Any, attr: str, insp: Inspection, member: str | None) -> bytes | None:
-    """One string attribute of the root group, size-checked first; None when absent or unusable."""
-    try:
-        if attr not in handle.attrs:
-            return None
-        aid = h5py.h5a.open(handle.id, attr.encode())
-        count = 1
-        for d in aid.shape or ():
-            count *= d
-        if count != 1 or aid.get_storage_size() > _MAX_ATTR:
-            _bad_h5(insp, member, f"Attribute {attr} has {count} elements / {aid.get_storage_size()} bytes; "
-                    "a Keras config is one string", f"attr-shape {attr}")
-            return None
-        value = handle.attrs[attr]
-    except Exception as exc:  # noqa: BLE001 - damaged attribute messages raise from deep inside h5py
-        _bad_h5(insp, member, f"Attribute {attr} cannot be read: {str(exc)[:160]}", f"attr-read {attr}")
+def _hdf5_request(stream: Stream, insp: Inspection, member: str | None) -> hdf5_client.Request | None:
+    """A window of the file on disk when the stream is one (the child reads it in place), else the bytes."""
+    # Values are cut one byte past MAX_CONFIG: check_config_text then reports "too large" as before.
+    length = stream.length or 0
+    on_disk = _disk_file(stream.raw)
+    if on_disk is not None:
+        path, identity = on_disk
+        return hdf5_client.Request(_ATTRS, _MAX_ATTR, MAX_CONFIG + 1, path=path, offset=stream.absolute_start,
+                                   length=length, identity=identity)
+    if length > insp.limits.keep_bytes:  # in-memory streams only come that large from elsewhere
+        insp.add("MLSEC-SCAN-001", "HDF5 file inside a compressed stream is too large to inspect in memory",
+                 key="hdf5-in-stream", member=member)
         return None
-    if hasattr(value, "reshape") and getattr(value, "size", 0) == 1:
-        value = value.reshape(-1)[0]
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
-    if isinstance(value, bytes):
-        return value
-    _bad_h5(insp, member, f"Attribute {attr} is not a string ({type(value).__name__})", f"attr-type {attr}")
+    stream.raw.seek(stream.absolute_start)
+    return hdf5_client.Request(_ATTRS, _MAX_ATTR, MAX_CONFIG + 1, data=stream.raw.read(length))
+
+
+def _disk_file(raw: Any) -> tuple[str, tuple[int, int]] | None:
+    """(absolute path, (st_dev, st_ino)) when ``raw`` is a regular file opened by name, else None."""
+    name = getattr(raw, "name", None)
+    if not isinstance(name, str | bytes):
+        return None
+    try:
+        st = os.fstat(raw.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return os.path.abspath(os.fsdecode(name)), (st.st_dev, st.st_ino)
+
+
+def _reader_failed(failure: hdf5_client.Failure, insp: Inspection, member: str | None, timeout: float) -> None:
+    """The reader gave no answer about the file: a crash is HIGH, a hang a time limit, a missing h5py a skip."""
+    if failure.kind == "crash":
+        insp.add("MLSEC-KERAS-006", f"libhdf5 crashed on this file: the isolated HDF5 reader process "
+                 f"{failure.detail}; its Keras attributes were not inspected", key="hdf5-crash", member=member,
+                 evidence={"reader": "h5py (isolated process)", "outcome": failure.detail})
+    elif failure.kind == "timeout":
+        insp.add("MLSEC-SCAN-001", f"HDF5 reader gave no answer within {timeout:g}s (the file may hang libhdf5); "
+                 "its Keras attributes were not inspected", key="hdf5-timeout", member=member,
+                 evidence={"timeout_seconds": f"{timeout:g}", "transient": "true"})
+    elif failure.kind == "missing-h5py":
+        insp.skip(f"HDF5 content not inspected: h5py cannot be imported ({failure.detail})", "missing-dependency")
+    else:
+        insp.skip(f"HDF5 content not inspected: {failure.detail}", "reader-unavailable")
+
+
+def _attr_value(attr: hdf5_client.Attribute, insp: Inspection, member: str | None) -> bytes | None:
+    """The config text of one attribute, or None (absent, or reported as unusable)."""
+    name = attr.name
+    if attr.status == "value":
+        return attr.value
+    if attr.status == "shape":
+        _bad_h5(insp, member, f"Attribute {name} has {attr.count} elements / {attr.storage} bytes; "
+                "a Keras config is one string", f"attr-shape {name}")
+    elif attr.status == "error":
+        _bad_h5(insp, member, f"Attribute {name} cannot be read: {attr.detail[:160]}", f"attr-read {name}")
+    elif attr.status == "type":
+        _bad_h5(insp, member, f"Attribute {name} is not a string ({attr.detail})", f"attr-type {name}")
     return None
