@@ -183,7 +183,9 @@ def _walk(root: Path, excludes: Sequence[str], use_gitignore: bool,
     ignores = _Ignores(excludes)
     root_fs = str(root)
     prefix = "" if root.is_absolute() or root.as_posix() == "." else root.as_posix().rstrip("/")
-    for dir_fs, dirnames, filenames in os.walk(root_fs, followlinks=False, onerror=None):
+    unlistable: list[OSError] = []
+    for dir_fs, dirnames, filenames in os.walk(root_fs, followlinks=False, onerror=unlistable.append):
+        yield from _unlistable(unlistable, root_fs, prefix)
         dir_rel = os.path.relpath(dir_fs, root_fs).replace(os.sep, "/")
         dir_rel = "" if dir_rel == "." else dir_rel
         if use_gitignore:
@@ -207,6 +209,17 @@ def _walk(root: Path, excludes: Sequence[str], use_gitignore: bool,
             if name == ".gitignore" or ignores.ignored(rel, False):
                 continue
             yield from _file(_join(prefix, rel), os.path.join(dir_fs, name), known)
+    yield from _unlistable(unlistable, root_fs, prefix)
+
+
+def _unlistable(errors: list[OSError], root_fs: str, prefix: str) -> Iterator[Skip]:
+    """Folders os.walk could not list (it only tells its onerror callback): reported, not lost."""
+    while errors:
+        exc = errors.pop(0)
+        where = os.fspath(exc.filename) if exc.filename is not None else root_fs
+        rel = os.path.relpath(where, root_fs).replace(os.sep, "/")
+        path = (prefix or ".") if rel == "." else _join(prefix, rel)
+        yield Skip(path=clean_text(path), reason=f"directory cannot be listed: {exc.strerror}", code="unreadable")
 
 
 def _join(prefix: str, rel: str) -> str:

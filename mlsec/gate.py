@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlsec import config, suppress
+from mlsec import config
 from mlsec.model import Decision, ScanResult, Severity
 
 if TYPE_CHECKING:
-    from mlsec import policy
+    from mlsec import policy, suppress
 
 WAIVERS_FILE = Path(".mlsec") / "waivers.yaml"
 
@@ -67,7 +67,11 @@ def prepare(settings: Settings) -> Prepared:
     """Load and validate everything; ConfigError, WaiverError or PolicyError on problems."""
     now = settings.now or dt.datetime.now(dt.UTC)
     waivers_path = settings.waivers or find_upwards(settings.start, WAIVERS_FILE)
-    waivers = suppress.load_waivers(waivers_path) if waivers_path is not None else ()
+    waivers: tuple[suppress.Waiver, ...] = ()
+    if waivers_path is not None:
+        from mlsec import suppress
+
+        waivers = suppress.load_waivers(waivers_path)
     if settings.stage is None and not settings.policy_dirs:
         return Prepared(None, None, None, None, waivers, waivers_path, now)
     from mlsec import policy  # the Rego engine is loaded only when a policy runs
@@ -76,6 +80,8 @@ def prepare(settings: Settings) -> Prepared:
     policy.check_compiles(policies)
     stages = config.load(policies.defaults(), settings.start, settings.config)
     if waivers_path is not None:
+        from mlsec import suppress
+
         # A waiver naming an unknown stage is a typo, not a no-op; aliases become stage names.
         waivers = suppress.with_resolved_stages(waivers, stages.resolve, waivers_path)
     if settings.stage is None:
@@ -107,6 +113,8 @@ def decide(
 ) -> tuple[ScanResult, Decision | None, suppress.Outcome, dict[str, Any] | None]:
     """Apply waivers, build the ML-BOM when asked or needed, then (with a stage) evaluate the
     policy on the facts, including the BOM summary."""
+    from mlsec import suppress
+
     base = suppress.waivers_base(prepared.waivers_path) if prepared.waivers_path is not None else None
     outcome = suppress.apply(result, prepared.waivers, stage=prepared.stage, now=prepared.now, base=base)
     doc: dict[str, Any] | None = None

@@ -125,7 +125,8 @@ def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
             errors.append(ErrorRecord(cand.path, scanner.name, f"{type(exc).__name__}: {exc}"))
         else:
             # The cache restores items under this file's path: items about other files are not cached.
-            if cache is not None and key is not None and all(i.path == artifact.path for i in produced):
+            if cache is not None and key is not None and all(i.path == artifact.path for i in produced) \
+                    and not any(_transient(i) for i in produced):
                 finished.append((key, produced))
     if _identity(cand) != _current_identity(cand.fs_path):
         # Hashed one version, scanned another (or several): the findings may not belong to the
@@ -146,6 +147,17 @@ def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
             scope |= own
     return _Outcome(artifact, tuple(findings), tuple(skipped), tuple(errors), tuple(packages), tuple(facts),
                     tuple((s.name, s.version) for s in applicable), scope, tuple(ctx.reads), memoizable)
+
+
+def _transient(item: Any) -> bool:
+    """Output about this run rather than the file (a reader timed out or could not start):
+    never cached or memoized, so the next run tries again."""
+    if isinstance(item, Finding):
+        return dict(item.evidence).get("transient") == "true"
+    return isinstance(item, Skip) and item.code in _TRANSIENT_SKIPS
+
+
+_TRANSIENT_SKIPS = frozenset({"reader-unavailable"})
 
 
 def _scope(scanner: Scanner, artifact: Artifact) -> Scope | None:
@@ -232,7 +244,7 @@ def run(paths: Sequence[str | os.PathLike[str]], options: Options = Options(),
     scanned = [o for o in outcomes if o is not None]
     for i in todo:
         o = outcomes[i]
-        if o is not None and not o.errors and o.memoizable:
+        if o is not None and not o.errors and o.memoizable and not any(_transient(i) for i in (*o.findings, *o.skipped)):
             memo.put(candidates[i].fs_path, _identity(candidates[i]), o.artifact,
                      [*o.findings, *o.skipped, *o.packages, *o.facts], o.ran, o.scope, o.reads, ctx)
     memo.save()

@@ -162,6 +162,13 @@ class ZipEntry:
     data_offset: int = -1
 
 
+def escapes(name: str) -> bool:
+    """An archive member name that extraction would place outside its folder: absolute, a drive
+    letter, or a ``..`` part (with either slash: extractors on Windows take both)."""
+    norm = name.replace("\\", "/")
+    return norm.startswith("/") or ".." in norm.split("/") or (len(norm) > 1 and norm[1] == ":")
+
+
 def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
     pos = 0
     while pos + 4 <= len(extra):
@@ -374,7 +381,7 @@ def _check_entries(view: _Window, size: int, entries: list[ZipEntry], insp: Insp
         if name in seen:
             insp.add("MLSEC-ARCHIVE-005", f"Duplicate zip entry name {name!r}", key=f"dup {name}", member=member)
         seen[name] = 1
-        if name.startswith("/") or ".." in name.split("/") or (len(name) > 1 and name[1] == ":"):
+        if escapes(name):
             insp.add(
                 "MLSEC-ARCHIVE-003",
                 f"Zip entry {name!r} escapes the extraction directory",
@@ -477,8 +484,7 @@ def inspect_tar(stream: Stream, insp: Inspection, member: str | None, depth: int
                     return
                 name = info.name
                 names.append(name)
-                parts = name.split("/")
-                if name.startswith("/") or ".." in parts:
+                if escapes(name):
                     insp.add("MLSEC-ARCHIVE-003", f"Tar member {name!r} escapes the extraction directory",
                              key=f"slip {name}", member=member)
                 if info.issym() or info.islnk():

@@ -30,13 +30,12 @@ Configuration, nearest ``mlsec.toml`` or ``pyproject.toml`` ``[tool.mlsec]`` abo
 
 from __future__ import annotations
 
-import os
-
 import ast
 import functools
 import hashlib
 import io
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
