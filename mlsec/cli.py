@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from mlsec import __version__
-from mlsec.engine.context import Limits
+from mlsec.limits import Limits
 from mlsec.model import Decision, ScanResult, Severity
 from mlsec.report import FORMATS, renderer
 
@@ -189,9 +189,8 @@ def _run(*, paths: tuple[Path, ...], formats: list[tuple[str, Path | None]], out
          bom_only: bool = False) -> None:
     from mlsec import gate as gating
     from mlsec.config import ConfigError
-    from mlsec.errors import PolicyError
+    from mlsec.errors import PolicyError, WaiverError
     from mlsec.pipeline import Options, run
-    from mlsec.suppress import WaiverError
 
     for p in paths:
         if not os.path.lexists(p):

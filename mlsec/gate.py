@@ -110,9 +110,15 @@ def needs_bom(prepared: Prepared) -> bool:
 
 def decide(
     prepared: Prepared, result: ScanResult, bom_request: BomRequest | None = None
-) -> tuple[ScanResult, Decision | None, suppress.Outcome, dict[str, Any] | None]:
+) -> tuple[ScanResult, Decision | None, suppress.Outcome | None, dict[str, Any] | None]:
     """Apply waivers, build the ML-BOM when asked or needed, then (with a stage) evaluate the
-    policy on the facts, including the BOM summary."""
+    policy on the facts, including the BOM summary.
+
+    The suppression outcome is None when there was nothing to decide: a plain scan with no
+    findings and no waivers (the common clean re-run, which then loads no suppression code).
+    """
+    if not result.findings and not prepared.waivers and prepared.stage is None and bom_request is None:
+        return result, None, None, None
     from mlsec import suppress
 
     base = suppress.waivers_base(prepared.waivers_path) if prepared.waivers_path is not None else None

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import sqlite3
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    import sqlite3
 
 from mlsec.fsio import open_regular
 
@@ -52,6 +54,8 @@ class HashCache:
     """Digest cache keyed by file identity; ``enabled=False`` makes it a pass-through."""
 
     def __init__(self, enabled: bool = True) -> None:
+        import sqlite3  # here: a run answered from the memo opens no database
+
         self._db: sqlite3.Connection | None = None
         if enabled:
             try:
@@ -66,6 +70,8 @@ class HashCache:
 
     def digest(self, fs_path: str, size: int, mtime_ns: int, inode: int, ctime_ns: int) -> str:
         """Cached digest when the file identity matches, else hash and remember."""
+        import sqlite3
+
         key = os.fsencode(os.path.abspath(fs_path))  # bytes: file names need not be valid UTF-8
         if self._db is None or size < _MIN_CACHED:
             return sha256_file(fs_path)

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from mlsec import __version__
 from mlsec.discover import Candidate, discover
-from mlsec.engine.context import Limits
 from mlsec.hashing import HashCache, advisory_db_path, cache_dir
+from mlsec.limits import Limits
 from mlsec.model import Artifact, ArtifactKind, ErrorRecord, Fact, Finding, Package, ScanResult, Skip
-from mlsec.registry import ScanContext, Scanner, scanners
 from mlsec.scanmemo import Identity, Remembered, ScanMemo, Scope, context, identity, memo_key
 
 if TYPE_CHECKING:
+    from mlsec.registry import Scanner
     from mlsec.resultcache import ResultCache
 
 Progress = Callable[[int, int, str], None]
@@ -86,6 +86,8 @@ def _result_cache(enabled: bool, options: Options) -> ResultCache:
 
 def scan_candidate(cand: Candidate, options: Options) -> _Outcome:
     """Hash one file and run every applicable scanner on it, isolating failures."""
+    from mlsec.registry import ScanContext, scanners  # here: a run answered from the memo imports no scanner
+
     ctx = ScanContext(limits=options.limits, engines=options.engines, online=options.online,
                       online_service=options.online_service)
     try:

@@ -8,13 +8,11 @@ bumping it.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mlsec.engine.context import Limits
+from mlsec.limits import Limits
 from mlsec.model import Artifact, Fact, Finding, Package, Skip
 
 
@@ -87,6 +85,9 @@ def scanners() -> list[Scanner]:
     listing the package directory for every file was a measurable part of a cached re-scan)."""
     global _imported
     if not _imported:
+        import importlib
+        import pkgutil
+
         import mlsec.scanners as pkg
 
         for mod in pkgutil.iter_modules(pkg.__path__):

@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mlsec.errors import WaiverError
 from mlsec.fsio import open_regular
 from mlsec.model import Finding, ScanResult, Suppressed, Suppression
 
@@ -44,10 +45,6 @@ INLINE = re.compile(r"#\s*mlsec:\s*ignore\[([A-Za-z0-9_*,\s.:-]+)\]\s*(.*)$")
 
 _WAIVER_KEYS = {"id", "match", "stages", "expires", "reason", "owner", "ticket", "vex", "approved_by"}
 _MATCH_KEYS = {"rule", "paths", "fingerprint"}
-
-
-class WaiverError(Exception):
-    """The waivers file is invalid; the message starts with ``file:line:``."""
 
 
 @dataclass(frozen=True, slots=True)
