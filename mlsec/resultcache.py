@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
 
 from mlsec.hashing import cache_dir
 from mlsec.model import Artifact, Fact, Finding, Location, Package, Severity, Skip
@@ -59,6 +61,8 @@ class ResultCache:
     """SQLite-backed cache of scanner outputs; ``enabled=False`` makes every lookup a miss."""
 
     def __init__(self, enabled: bool = True, salt: str = "") -> None:
+        import sqlite3  # here: decoding memo entries (encode_item/decode_item) needs no database
+
         self._db: sqlite3.Connection | None = None
         from mlsec import catalog  # here: decoding a memo entry needs no rules
 
@@ -87,6 +91,8 @@ class ResultCache:
         """The cached items for ``key`` (with ``path`` filled in), or None."""
         if self._db is None:
             return None
+        import sqlite3
+
         try:
             row = self._db.execute("SELECT items FROM r WHERE key = ?", (key,)).fetchone()
             if row is None:
@@ -99,6 +105,8 @@ class ResultCache:
         """Remember a completed run."""
         if self._db is None:
             return
+        import sqlite3
+
         try:
             with self._db:
                 self._db.execute("INSERT OR REPLACE INTO r VALUES (?, ?)",

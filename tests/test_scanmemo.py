@@ -149,3 +149,33 @@ def test_other_options_use_another_memo(tmp_path: Path, change: str) -> None:
              "excludes": Options(excludes=("*.csv",))}[change]
     run([str(tmp_path)], other)
     assert len(_memo_files()) == 2
+
+
+def test_a_cli_run_answered_from_the_memo_loads_no_scanning_machinery(tmp_path: Path) -> None:
+    """Start-up is most of a cached re-run: the second run must not import scanners, readers,
+    the catalog, SQLite, the waivers parser or the Rego engine (measured from its sys.modules)."""
+    model = tmp_path / "model.pkl"
+    model.write_bytes(BENIGN)
+    script = textwrap.dedent("""
+        import json, sys
+        from mlsec.cli import main
+        sys.argv = ["mlsec", "scan", sys.argv[1], "--format", "json", "-q", "-o", sys.argv[2]]
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code
+        heavy = ("mlsec.scanners", "mlsec.engine.pickle", "mlsec.registry", "mlsec.catalog", "mlsec.policy",
+                 "mlsec.suppress", "sqlite3", "regopy")
+        print(json.dumps([code, sorted(m for m in sys.modules if m.startswith(heavy))]))
+    """)
+    env = {**os.environ, "MLSEC_CACHE_DIR": str(tmp_path / "cache")}
+    out = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", script, str(model), str(tmp_path / "r.json")], capture_output=True,
+                              text=True, env=env, timeout=120, check=False, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        out.append(json.loads(proc.stdout))
+    (code1, first), (code2, second) = out
+    assert code1 == code2 == 0
+    assert "mlsec.registry" in first and "sqlite3" in first  # the first run really scanned
+    assert second == []
