@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mlsec import __version__
 from mlsec.model import Artifact, ArtifactKind, Fact, Finding, Package, Skip
@@ -55,18 +55,22 @@ def identity(st: os.stat_result) -> Identity:
     return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
-@dataclass(frozen=True, slots=True)
-class Known:
-    """What the previous run learnt about one file without scanning it: its sniffed format."""
+class Known(NamedTuple):
+    """What the previous run learnt about one file without scanning it: its sniffed format.
+
+    A NamedTuple, not a dataclass: one is built per file of the tree before anything else runs.
+    """
 
     identity: Identity
     format: str
     kind: ArtifactKind
 
 
-@dataclass(frozen=True, slots=True)
-class Remembered:
-    """A file's whole outcome from the previous run."""
+_KINDS = {k.value: k for k in ArtifactKind}  # a dict lookup: ArtifactKind(value) costs 10x more
+
+
+class Remembered(NamedTuple):
+    """A file's whole outcome from the previous run (one per file of an unchanged tree)."""
 
     artifact: Artifact
     items: tuple[Finding | Skip | Package | Fact, ...]
@@ -125,6 +129,9 @@ class Scope(enum.IntFlag):
     DATABASE = 2
 
 
+_SETTINGS, _DATABASE = int(Scope.SETTINGS), int(Scope.DATABASE)
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """Signatures of the run's settings and database, taken once per run."""
@@ -134,7 +141,9 @@ class Context:
 
     def signature(self, scope: int) -> str:
         """What must equal the remembered value for an outcome of ``scope`` to stand."""
-        return (self.settings if scope & Scope.SETTINGS else "") + "/" + (self.database if scope & Scope.DATABASE else "")
+        scope = int(scope)  # plain int arithmetic: IntFlag operators build enum members
+        return ((self.settings if scope & _SETTINGS else "") + "/"
+                + (self.database if scope & _DATABASE else ""))
 
 
 def context(roots: Sequence[str], files: Iterable[str], advisory_db: str) -> Context:
@@ -196,6 +205,7 @@ class ScanMemo:
         self._old: dict[str, dict[str, Any]] = {}
         self._new: dict[str, dict[str, Any]] = {}
         self._changed = False
+        self._stats: dict[str, Identity | None] = {}
         if key is None:
             return
         from mlsec.hashing import cache_dir
@@ -219,7 +229,7 @@ class ScanMemo:
                 ident = tuple(int(x) for x in entry["id"])
                 if len(ident) == 4:
                     out[fs_path] = Known((ident[0], ident[1], ident[2], ident[3]), str(entry["format"]),
-                                         ArtifactKind(entry["kind"]))
+                                         _KINDS[entry["kind"]])
             except (KeyError, TypeError, ValueError):
                 continue
         return out
@@ -232,15 +242,15 @@ class ScanMemo:
         try:
             if tuple(entry["id"]) != ident or entry["path"] != rel:
                 return None
-            scope = Scope(int(entry["scope"]))
+            scope = int(entry["scope"])
             if entry["ctx"] != ctx.signature(scope):
                 return None
             for path, ident_then in entry["reads"]:
-                if read_identity(path) != _ident(ident_then):
+                if self._read_identity(path) != _ident(ident_then):
                     return None
             from mlsec.resultcache import decode_item
 
-            artifact = Artifact(rel, ArtifactKind(entry["kind"]), entry["format"], int(entry["size"]),
+            artifact = Artifact(rel, _KINDS[entry["kind"]], entry["format"], int(entry["size"]),
                                 entry["sha256"], fs_path)
             items = tuple(decode_item(x, x.get("at", rel)) for x in entry["items"])
             ran = tuple((str(a), str(b)) for a, b in entry["ran"])
@@ -249,6 +259,12 @@ class ScanMemo:
         self._new[fs_path] = entry
         reads = tuple((str(p), _ident(i)) for p, i in entry["reads"])
         return Remembered(artifact, items, ran, scope, reads)
+
+    def _read_identity(self, path: str) -> Identity | None:
+        """read_identity once per path and run: the files of a folder all noted the folder."""
+        if path not in self._stats:
+            self._stats[path] = read_identity(path)
+        return self._stats[path]
 
     def put(self, fs_path: str, ident: Identity, artifact: Artifact, items: Sequence[Finding | Skip | Package | Fact],
             ran: Sequence[tuple[str, str]], scope: int, reads: Sequence[tuple[str, Identity | None]],

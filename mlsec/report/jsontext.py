@@ -12,8 +12,13 @@ import json
 from typing import Any
 
 
+# One encoder per setting: json.dumps with options builds a new JSONEncoder on every call.
+_ENCODERS = {flag: json.JSONEncoder(ensure_ascii=flag, separators=(", ", ": "), allow_nan=False).encode
+             for flag in (False, True)}
+
+
 def _compact(value: Any, ascii_only: bool) -> str:
-    return json.dumps(value, ensure_ascii=ascii_only, separators=(", ", ": "), allow_nan=False)
+    return _ENCODERS[ascii_only](value)
 
 
 def dumps(value: Any, ascii_only: bool = False, _depth: int = 0) -> str:
