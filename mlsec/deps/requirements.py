@@ -181,6 +181,10 @@ def _include(target: str, constraint: bool, number: int, fs_path: str, rel: str,
             "remote-include", f"remote {what} {clip(target, 120)} was not fetched (mlsec works offline); "
             "its requirements were not checked", rel, line=number, via_line=via_line))
         return
+    if "\0" in target:  # os.path.realpath (and open) raise ValueError on a NUL byte
+        state.problems.append(Problem("include-missing", f"{what} {clip(target, 120)!r} has a NUL byte in its "
+                                      "name; not followed", rel, line=number, via_line=via_line))
+        return
     if depth + 1 > MAX_DEPTH or state.files >= MAX_FILES:
         state.problems.append(Problem("include-depth", f"{what} {clip(target, 120)} not followed: more than "
                                       f"{MAX_DEPTH} levels or {MAX_FILES} files of includes", rel,

@@ -93,9 +93,7 @@ def redact(url: str) -> str:
         return "<unparsable URL>"
     if parts.username is None and parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # host[:port] as written: .port raises on "h:x"
     return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
@@ -241,7 +239,10 @@ def vcs_commit(url: str) -> str:
     fragment = body[1] if len(body) > 1 else ""
     if _COMMIT.match(fragment.lower()):
         return fragment.lower()
-    path = urlsplit(re.sub(r"^(git|hg|svn|bzr)\+", "", body[0])).path
+    try:
+        path = urlsplit(re.sub(r"^(git|hg|svn|bzr)\+", "", body[0])).path
+    except ValueError:  # "[x]" or an unclosed "[" as host: urlsplit raises; no commit to find
+        return ""
     if "@" in path:
         ref = path.rsplit("@", 1)[1]
         if _COMMIT.match(ref.lower()) or (url.lower().startswith("svn+") and ref.isdigit()):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import codecs
+import functools
 import io
 import pickletools
 import struct
@@ -810,13 +811,33 @@ def _unsafe_reason(lists: catalog.GlobalLists, module: str, name: str) -> str | 
     # Every step of the walk, seen both from the full path and as a re-export: ``uuid.os.system``
     # is ``os.system`` reached through ``uuid``'s module attribute ``os``.
     chain = [*module.split("."), *parts]
+    if len(chain) > _MAX_CHAIN:
+        # The pairs below are quadratic in names and their joins cubic in text: a 4 KB GLOBAL
+        # line "a.a.a..." took minutes, past any --timeout. No real class sits this deep.
+        return f"attribute chain of {len(chain)} names (more than {_MAX_CHAIN}, not checked step by step)"
+    by_root = _unsafe_by_root(lists)
     first = len(module.split("."))
     for i in range(first, len(chain)):
         for j in (0, *range(first, i)):
-            reason = lists.unsafe_reason(".".join(chain[j:i]), chain[i])
+            # A denylist entry matches only modules under its own top-level name.
+            candidates = by_root.get(chain[j], ())
+            mod = ".".join(chain[j:i]) if candidates else ""
+            reason = next((p.reason for p in candidates if p.matches(mod, chain[i])), None)
             if reason is not None:
                 return reason
     return None
+
+
+_MAX_CHAIN = 16  # module + attribute names checked step by step (at most ~130 pairs)
+
+
+@functools.cache
+def _unsafe_by_root(lists: catalog.GlobalLists) -> dict[str, tuple[catalog.GlobalPattern, ...]]:
+    """The denylist grouped by the top-level name of its module pattern, in list order."""
+    out: dict[str, list[catalog.GlobalPattern]] = {}
+    for p in lists.unsafe:
+        out.setdefault(p.module.split(".", 1)[0], []).append(p)
+    return {root: tuple(ps) for root, ps in out.items()}
 
 
 def looks_like_pickle(head: bytes) -> bool:

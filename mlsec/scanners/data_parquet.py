@@ -640,6 +640,10 @@ def _texts(pa: Any, pc: Any, name: str, arr: Any, depth: int = 0) -> Iterator[tu
 
 def _scan_batch(pa: Any, pc: Any, tally: Tally, batch: Any) -> int:
     """Scan the text columns of one record batch; return the characters scanned."""
+    # pyarrow trusts the offsets and buffer sizes of what it read: an IPC batch whose string
+    # offsets point past its data buffer crashed the process (SIGBUS) in pc.binary_join below.
+    # Full validation raises ArrowInvalid instead (reported as MLSEC-DATA-015 by the caller).
+    batch.validate(full=True)
     scanned = 0
     for name, column in zip(batch.schema.names, batch.columns):
         for path, arr in _texts(pa, pc, name, column):
