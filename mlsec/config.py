@@ -73,6 +73,22 @@ class StageConfig:
         return {"order": list(self.order), "stages": self.stages, "aliases": self.aliases}
 
 
+_run = 0
+
+
+def new_run() -> None:
+    """Start of a scan: lookups cached per run (the nearest config of each folder) are redone,
+    so a library caller's next run sees an edited pyproject.toml; within a run, each folder is
+    looked up once (it was a third of a 2,000-file scan when done per file)."""
+    global _run
+    _run += 1
+
+
+def run_id() -> int:
+    """Which run per-run caches belong to (see :func:`new_run`)."""
+    return _run
+
+
 def _find_project_config(start: Path) -> tuple[Path, dict[str, Any]] | None:
     """Nearest ``mlsec.toml`` or ``pyproject.toml`` with ``[tool.mlsec]``, walking up from ``start``."""
     here = start.resolve()

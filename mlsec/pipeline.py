@@ -204,6 +204,9 @@ def _remembered(hit: Remembered) -> _Outcome:
 def run(paths: Sequence[str | os.PathLike[str]], options: Options = Options(),
         on_progress: Progress | None = None) -> ScanResult:
     """Scan ``paths`` and return a sorted, frozen ScanResult."""
+    from mlsec.config import new_run
+
+    new_run()
     memo = _memo(paths, options)
     candidates: list[Candidate] = []
     skipped: list[Skip] = []

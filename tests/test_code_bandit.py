@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsec import catalog
+from mlsec import catalog, config
 from mlsec.model import Severity
 from mlsec.pipeline import Options, run
 from mlsec.scanners import code_bandit as cb
@@ -123,6 +123,7 @@ def test_project_config_skips_and_selects_tests(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.mlsec.bandit]\ntests = ["B602", "B404"]\n')
     assert rules_of(scan(tmp_path / "app.py", ONLY_BANDIT)) == {"MLSEC-BANDIT-B602", "MLSEC-BANDIT-B404"}  # type: ignore[arg-type]
     (tmp_path / "mlsec.toml").write_text('[bandit]\nskips = ["nope"]\n')
+    config.new_run()  # a direct lookup outside a scan: per-run caches belong to the last scan
     with pytest.raises(cb.BanditConfigError, match="mlsec.toml"):
         cb.bandit_config(str(tmp_path / "app.py"))
 

@@ -86,9 +86,9 @@ def _ids(value: object, key: str, source: str) -> frozenset[str]:
     return frozenset(value)
 
 
-def _config_for_dir(directory: str) -> BanditSelection:
-    # Not memoized per folder: a library caller's next run must see an edited pyproject.toml
-    # (the TOML parse itself is cached by mtime and size; the lookup is a few stats).
+@functools.lru_cache(maxsize=256)
+def _config_for_dir(directory: str, _run: int) -> BanditSelection:
+    # Memoized per folder within one run only (config.new_run): the next run sees edits.
     from mlsec.config import ConfigError, _find_project_config
 
     try:
@@ -115,7 +115,9 @@ def bandit_config(fs_path: str) -> BanditSelection:
     """The bandit test selection for a file, from the nearest project configuration."""
     # abspath, not resolve(): this runs for every file of a cached re-scan, and the lookup of
     # the nearest config is by directory either way.
-    return _config_for_dir(os.path.dirname(os.path.abspath(fs_path)))
+    from mlsec.config import run_id
+
+    return _config_for_dir(os.path.dirname(os.path.abspath(fs_path)), run_id())
 
 
 # --------------------------------------------------------------------------------------------
