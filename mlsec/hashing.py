@@ -39,14 +39,63 @@ def advisory_db_path() -> Path:
 
 
 def sha256_file(path: str) -> str:
-    """Stream the file through SHA-256 with one reused buffer (flat memory)."""
-    h = hashlib.sha256()
-    buf = bytearray(_BUF)
-    view = memoryview(buf)
+    """Stream the file through SHA-256 in reused buffers (flat memory).
+
+    Big files are read and hashed at the same time: a second thread hashes one buffer while
+    this one reads the next (both release the GIL), so hashing a multi-GB model costs about
+    the larger of the two instead of their sum.
+    """
     with open_regular(path, buffering=0) as fh:
-        raw = cast(io.FileIO, fh)  # unbuffered: readinto straight into our buffer
-        while n := raw.readinto(buf):
-            h.update(view[:n])
+        raw = cast(io.FileIO, fh)  # unbuffered: readinto straight into our buffers
+        if os.fstat(raw.fileno()).st_size < _OVERLAP_FROM:
+            h = hashlib.sha256()
+            buf = bytearray(_BUF)
+            view = memoryview(buf)
+            while n := raw.readinto(buf):
+                h.update(view[:n])
+            return h.hexdigest()
+        return _sha256_overlapped(raw)
+
+
+_OVERLAP_FROM = 32 << 20  # below this, a thread costs more than it saves
+_CHUNK = 4 << 20
+
+
+def _sha256_overlapped(raw: io.FileIO) -> str:
+    import queue
+    import threading
+
+    h = hashlib.sha256()
+    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+    full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+    for _ in range(3):
+        free.put(bytearray(_CHUNK))
+    failure: list[BaseException] = []
+
+    def hasher() -> None:
+        try:
+            while (item := full.get()) is not None:
+                buf, n = item
+                h.update(memoryview(buf)[:n])
+                free.put(buf)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the reading thread
+            failure.append(exc)
+            free.put(bytearray(_CHUNK))  # never leave the reader waiting
+
+    worker = threading.Thread(target=hasher, name="mlsec-sha256", daemon=True)
+    worker.start()
+    try:
+        while not failure:
+            buf = free.get()
+            n = raw.readinto(buf)
+            if not n:
+                break
+            full.put((buf, n))
+    finally:
+        full.put(None)
+        worker.join()
+    if failure:
+        raise failure[0]
     return h.hexdigest()
 
 
