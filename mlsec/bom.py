@@ -148,7 +148,8 @@ from cyclonedx.schema.schema import SCHEMA_VERSIONS
 from packageurl import PackageURL
 
 from mlsec import modelcard
-from mlsec.model import Artifact, ArtifactKind, Fact, Finding, Package, ScanResult, Severity, Suppression
+from mlsec.model import Artifact, ArtifactKind, Fact, Finding, Package, ScanResult, Severity
+from mlsec.verdicts import Suppression
 
 SPEC_VERSIONS: Mapping[str, tuple[SchemaVersion, type[Json]]] = {
     "1.6": (SchemaVersion.V1_6, JsonV1Dot6),

@@ -12,14 +12,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mlsec import __version__
 from mlsec.limits import Limits
-from mlsec.model import Decision, ScanResult, Severity
+from mlsec.model import ScanResult, Severity
 from mlsec.report import FORMATS, renderer
+
+if TYPE_CHECKING:
+    from mlsec.verdicts import Decision
 
 EXIT_PASS, EXIT_BLOCKED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 

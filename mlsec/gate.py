@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlsec import config
-from mlsec.model import Decision, ScanResult, Severity
+from mlsec.model import ScanResult, Severity
 
 if TYPE_CHECKING:
     from mlsec import policy, suppress
+    from mlsec.verdicts import Decision
 
 WAIVERS_FILE = Path(".mlsec") / "waivers.yaml"
 

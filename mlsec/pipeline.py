@@ -12,7 +12,7 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlsec import __version__
 from mlsec.discover import Candidate, discover
@@ -43,8 +43,9 @@ class Options:
     online_service: str = "pypi"
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
+class _Outcome(NamedTuple):
+    """One file's scan (a NamedTuple: one per file, built even when answered from the memo)."""
+
     artifact: Artifact
     findings: tuple[Finding, ...]
     skipped: tuple[Skip, ...]

@@ -30,8 +30,9 @@ from typing import Any
 from mlsec import catalog
 from mlsec.config import StageConfig
 from mlsec.errors import PolicyError
-from mlsec.model import Decision, Finding, ScanResult, Severity, Suppressed, Verdict, Waived
+from mlsec.model import Finding, ScanResult, Severity
 from mlsec.suppress import Note, WaiverStatus
+from mlsec.verdicts import Decision, Suppressed, Verdict, Waived
 
 INPUT_SCHEMA = "mlsec.policy-input/v1"
 ENTRYPOINT = "data.mlsec.gate.decision"

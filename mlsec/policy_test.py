@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from mlsec import config, policy
-from mlsec.model import Decision, Severity
+from mlsec.model import Severity
+from mlsec.verdicts import Decision
 
 _EXPECT_KEYS = ("decision", "violations", "warnings", "waived")
 

@@ -37,7 +37,6 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -132,8 +131,7 @@ class Scope(enum.IntFlag):
 _SETTINGS, _DATABASE = int(Scope.SETTINGS), int(Scope.DATABASE)
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(NamedTuple):
     """Signatures of the run's settings and database, taken once per run."""
 
     settings: str

@@ -37,7 +37,8 @@ from typing import Any
 
 from mlsec.errors import WaiverError
 from mlsec.fsio import open_regular
-from mlsec.model import Finding, ScanResult, Suppressed, Suppression
+from mlsec.model import Finding, ScanResult
+from mlsec.verdicts import Suppressed, Suppression
 
 MAX_WAIVER_FILE = 1 << 20
 MAX_INLINE_FILE = 8 << 20

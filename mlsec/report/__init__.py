@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from mlsec.model import Decision, ScanResult, Severity
+from mlsec.model import ScanResult, Severity
+
+if TYPE_CHECKING:
+    from mlsec.verdicts import Decision
 
 
 class Renderer(Protocol):

@@ -13,10 +13,13 @@ import datetime as dt
 import json
 import os
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlsec import __version__, catalog
-from mlsec.model import Decision, Finding, ScanResult, Severity
+from mlsec.model import Finding, ScanResult, Severity
+
+if TYPE_CHECKING:
+    from mlsec.verdicts import Decision
 
 SCHEMA_VERSION = "15.0.7"
 SEVERITY = {Severity.CRITICAL: "Critical", Severity.HIGH: "High", Severity.MEDIUM: "Medium",

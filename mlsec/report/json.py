@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from mlsec.model import Decision, ScanResult, Severity
+from typing import TYPE_CHECKING
+
+from mlsec.model import ScanResult, Severity
 from mlsec.report.jsontext import dumps
+
+if TYPE_CHECKING:
+    from mlsec.verdicts import Decision
 
 
 def render(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-
 # One encoder per setting: json.dumps with options builds a new JSONEncoder on every call.
 _ENCODERS = {flag: json.JSONEncoder(ensure_ascii=flag, separators=(", ", ": "), allow_nan=False).encode
              for flag in (False, True)}

@@ -7,9 +7,13 @@ decision itself (one extra case, ``policy``), otherwise ``min_severity``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
-from mlsec.model import Decision, ScanResult, Severity
+from mlsec.model import ScanResult, Severity
+
+if TYPE_CHECKING:
+    from mlsec.verdicts import Decision
 
 
 def _clean(text: str) -> str:

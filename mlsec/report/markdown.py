@@ -8,8 +8,12 @@ escaped (pipes, backticks, HTML) so a hostile file name cannot rewrite the summa
 from __future__ import annotations
 
 import html
+from typing import TYPE_CHECKING
 
-from mlsec.model import Decision, Finding, ScanResult, Severity
+from mlsec.model import Finding, ScanResult, Severity
+
+if TYPE_CHECKING:
+    from mlsec.verdicts import Decision
 
 LIMIT = 900 * 1024
 TOP = 50

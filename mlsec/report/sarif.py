@@ -19,7 +19,8 @@ import json
 from typing import Any
 
 from mlsec import __version__, catalog
-from mlsec.model import Decision, Finding, ScanResult, Severity, Suppressed
+from mlsec.model import Finding, ScanResult, Severity
+from mlsec.verdicts import Decision, Suppressed
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVEL = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning",

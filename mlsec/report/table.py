@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mlsec.model import Decision, ScanResult, Severity
+from mlsec.model import ScanResult, Severity
+
+if TYPE_CHECKING:
+    from mlsec.verdicts import Decision
 
 STYLE = {
     Severity.CRITICAL: "bold white on red",
