@@ -185,13 +185,13 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
     ]
 
 
-def _memo(paths: Sequence[str | os.PathLike[str]], options: Options) -> ScanMemo:
+def _memo(options: Options) -> ScanMemo:
     """The memo of this scan configuration (disabled with ``--no-cache`` and for ``--online``)."""
     if not options.use_cache or options.online:
         return ScanMemo(None)
     settings = repr((options.excludes, options.use_gitignore, options.limits, sorted(options.engines),
                      sorted(options.kinds)))
-    return ScanMemo(memo_key([os.fspath(p) for p in paths], settings))
+    return ScanMemo(memo_key(settings))
 
 
 def _remembered(hit: Remembered) -> _Outcome:
@@ -208,7 +208,7 @@ def run(paths: Sequence[str | os.PathLike[str]], options: Options = Options(),
     from mlsec.config import new_run
 
     new_run()
-    memo = _memo(paths, options)
+    memo = _memo(options)
     candidates: list[Candidate] = []
     skipped: list[Skip] = []
     for item in discover(paths, options.excludes, options.use_gitignore, memo.known()):

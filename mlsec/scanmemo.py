@@ -12,8 +12,8 @@ What an outcome may depend on, and how a change is noticed:
 
 * the file itself: its identity above;
 * everything global — mlsec's code, rules and policies, the Python and installed packages
-  (``sys.path`` folders), the scan options, ``MLSEC_*`` variables, the roots: part of the memo's
-  key, so any change starts from an empty memo;
+  (``sys.path`` folders), the scan options, ``MLSEC_*`` variables, the working folder: part of
+  the memo's key, so any change starts from an empty memo (runs over different roots share it);
 * other files: scanners that read more than their file note each file or folder they read
   (a requirements file's ``-r`` includes, a dataset card next to a loading script) with its
   identity at that moment, and the outcome stands only while all of them are unchanged
@@ -44,6 +44,7 @@ from mlsec import __version__
 from mlsec.model import Artifact, ArtifactKind, Fact, Finding, Package, Skip
 
 _FORMAT = 1
+_MAX_ENTRIES = 200_000  # files remembered per working folder and configuration
 _CONFIG_NAMES = ("mlsec.toml", "pyproject.toml")
 
 Identity = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
@@ -104,11 +105,15 @@ def _code_identity(h: Any) -> None:
             h.update(_stat_line(entry).encode("utf-8", "surrogateescape"))
 
 
-def memo_key(roots: Sequence[str], settings: str) -> str:
-    """Digest of everything global that outcomes depend on (see the module docstring)."""
+def memo_key(settings: str) -> str:
+    """Digest of everything global that outcomes depend on (see the module docstring).
+
+    Not the roots: a pre-commit hook scans a different list of files on every commit, and one
+    memo per working folder and configuration lets those runs share (and not pile up files).
+    """
     h = hashlib.sha256()
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith("MLSEC_"))
-    head = [_FORMAT, __version__, sys.version, os.getcwd(), list(roots), settings, env]
+    head = [_FORMAT, __version__, sys.version, os.getcwd(), settings, env]
     h.update(json.dumps(head).encode("ascii"))
     _code_identity(h)
     return h.hexdigest()
@@ -274,14 +279,22 @@ class ScanMemo:
         self._changed = True
 
     def save(self) -> None:
-        """Write the memo of this run (only the files it saw) when anything differs."""
-        if self._file is None or (not self._changed and self._new.keys() == self._old.keys()):
+        """Add this run's outcomes to the memo, when it learnt anything.
+
+        Entries of files this run did not see are kept (another run's roots), up to
+        ``_MAX_ENTRIES``; past that, only this run's are. An entry of a deleted file is never
+        matched again (a new file at that path has another inode or ctime).
+        """
+        if self._file is None or not self._changed:
             return
+        files = {**self._old, **self._new}
+        if len(files) > _MAX_ENTRIES:
+            files = self._new
         try:
             self._file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._file.with_name(f".{self._file.name}.{os.getpid()}.tmp")
             # ASCII JSON: undecodable file names (surrogate escapes) survive the round trip.
-            tmp.write_text(json.dumps({"format": _FORMAT, "files": self._new}, separators=(",", ":")),
+            tmp.write_text(json.dumps({"format": _FORMAT, "files": files}, separators=(",", ":")),
                            encoding="ascii")
             os.replace(tmp, self._file)
         except OSError:

@@ -179,3 +179,16 @@ def test_a_cli_run_answered_from_the_memo_loads_no_scanning_machinery(tmp_path: 
     assert code1 == code2 == 0
     assert "mlsec.registry" in first and "sqlite3" in first  # the first run really scanned
     assert second == []
+
+
+def test_runs_over_different_files_share_one_memo(tmp_path: Path) -> None:
+    """A pre-commit hook hands over another list of files each commit: one memo, not one per list."""
+    a, b = tmp_path / "a.pkl", tmp_path / "b.pkl"
+    a.write_bytes(HOSTILE)
+    b.write_bytes(BENIGN)
+    first = run([str(a)], Options())
+    run([str(b)], Options())
+    again = run([str(a)], Options())
+    (memo,) = _memo_files()
+    assert set(json.loads(memo.read_text())["files"]) == {str(a), str(b)}
+    assert again.findings == first.findings and again.findings
