@@ -152,9 +152,12 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
 @click.option("--fail-on", type=click.Choice(_SEVERITIES, case_sensitive=False), default="high", envvar="MLSEC_FAIL_ON",
               show_default=True, callback=_severity, help="Exit 1 when a finding is at or above this severity.")
 @click.option("--stage", metavar="STAGE", envvar="MLSEC_STAGE", help="Also decide with the policy for this stage (the decision sets the exit code).")
-def scan(fail_on: Severity, stage: str | None, **kw: Any) -> None:
+@click.option("--baseline", type=click.Path(path_type=Path, dir_okay=False), envvar="MLSEC_BASELINE",
+              help="An earlier `--format json` report: its findings are reported as suppressed (baseline), "
+                   "so only new ones count for --fail-on. Not with --stage.")
+def scan(fail_on: Severity, stage: str | None, baseline: Path | None, **kw: Any) -> None:
     """Scan files and directories for hostile or risky ML artifacts."""
-    _run(stage=stage, fail_on=fail_on, **kw)
+    _run(stage=stage, fail_on=fail_on, baseline=baseline, **kw)
 
 
 @main.command()
@@ -189,10 +192,10 @@ def _run(*, paths: tuple[Path, ...], formats: list[tuple[str, Path | None]], out
          engines: tuple[str, ...], timeout: float, policy_dirs: tuple[Path, ...], waivers: Path | None,
          config_file: Path | None, now_text: str | None, from_stage: str | None, stage: str | None,
          bom_file: Path | None, spec_version: str, reproducible: bool, online: bool, quiet: bool,
-         bom_only: bool = False) -> None:
+         bom_only: bool = False, baseline: Path | None = None) -> None:
     from mlsec import gate as gating
     from mlsec.config import ConfigError
-    from mlsec.errors import PolicyError, WaiverError
+    from mlsec.errors import BaselineError, PolicyError, WaiverError
     from mlsec.pipeline import Options, run
 
     for p in paths:
@@ -212,11 +215,12 @@ def _run(*, paths: tuple[Path, ...], formats: list[tuple[str, Path | None]], out
             config=config_file,
             now=gating.parse_now(now_text) if now_text else None,
             start=paths[0],
+            baseline=baseline,
         )
         prepared = gating.prepare(settings if not bom_only else dataclasses.replace(settings, stage=None))
         if bom_only and stage is not None:
             prepared = dataclasses.replace(prepared, stage=stage)  # recorded in the BOM; no policy runs
-    except (ConfigError, WaiverError, PolicyError) as exc:
+    except (ConfigError, WaiverError, BaselineError, PolicyError) as exc:
         _fail(str(exc))
     options = Options(
         excludes=exclude,
@@ -326,6 +330,7 @@ _STARTER_CONFIG = """\
 # jobs = 0                  # parallel workers (0 = one per CPU)
 # policy = ["policies/"]    # extra Rego policy folders (package mlsec.custom.<name>)
 # waivers = ".mlsec/waivers.yaml"
+# baseline = "mlsec-baseline.json" # scan: findings of this earlier JSON report are not new
 
 # Lifecycle stages used by `mlsec gate --stage NAME` (shipped defaults shown).
 # [stages.dev]

@@ -238,6 +238,7 @@ _OPTION_KEYS: dict[str, tuple[str, type | tuple[type, ...]]] = {
     "engines": ("engines", list),
     "policy": ("policy_dirs", list),
     "waivers": ("waivers", str),
+    "baseline": ("baseline", str),
     "stage": ("stage", str),
     "no_gitignore": ("no_gitignore", bool),
     "no_cache": ("no_cache", bool),
@@ -262,11 +263,11 @@ def command_defaults(start: Path) -> dict[str, dict[str, Any]]:
         name, want = spec
         if not isinstance(value, want) or isinstance(value, bool) and want is not bool:
             raise ConfigError(f"{path}: {key} has the wrong type ({type(value).__name__})")
-        if isinstance(value, str) and name in ("waivers",):
+        if isinstance(value, str) and name in ("waivers", "baseline"):
             value = str((path.parent / value))
         if name == "policy_dirs":
             value = [str(path.parent / v) for v in value]
         defaults[name] = value
     scan = {k: v for k, v in defaults.items()}
-    gate = {k: v for k, v in defaults.items() if k != "fail_on"}
+    gate = {k: v for k, v in defaults.items() if k not in ("fail_on", "baseline")}
     return {"scan": scan, "gate": gate}

@@ -9,3 +9,7 @@ class PolicyError(Exception):
 
 class WaiverError(Exception):
     """The waivers file is invalid; the message starts with ``file:line:``."""
+
+
+class BaselineError(Exception):
+    """The baseline report cannot be used (unreadable, not an mlsec JSON report, or a stage)."""

@@ -35,6 +35,7 @@ class Settings:
     config: Path | None = None
     now: dt.datetime | None = None
     start: Path = Path(".")
+    baseline: Path | None = None  # a plain scan only: the gate takes accountable waivers
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class Prepared:
     waivers: tuple[suppress.Waiver, ...]
     waivers_path: Path | None
     now: dt.datetime
+    baseline: suppress.Baseline | None = None
 
 
 def find_upwards(start: Path, rel: Path) -> Path | None:
@@ -65,7 +67,7 @@ def find_upwards(start: Path, rel: Path) -> Path | None:
 
 
 def prepare(settings: Settings) -> Prepared:
-    """Load and validate everything; ConfigError, WaiverError or PolicyError on problems."""
+    """Load and validate everything; ConfigError, WaiverError, BaselineError or PolicyError on problems."""
     now = settings.now or dt.datetime.now(dt.UTC)
     waivers_path = settings.waivers or find_upwards(settings.start, WAIVERS_FILE)
     waivers: tuple[suppress.Waiver, ...] = ()
@@ -73,8 +75,17 @@ def prepare(settings: Settings) -> Prepared:
         from mlsec import suppress
 
         waivers = suppress.load_waivers(waivers_path)
+    baseline = None
+    if settings.baseline is not None:
+        from mlsec import suppress
+        from mlsec.errors import BaselineError
+
+        if settings.stage is not None:
+            raise BaselineError("--baseline applies to scans without a stage: a gate decision takes waivers "
+                                "(with an owner, a reason and an expiry), not a list of old findings")
+        baseline = suppress.load_baseline(settings.baseline)
     if settings.stage is None and not settings.policy_dirs:
-        return Prepared(None, None, None, None, waivers, waivers_path, now)
+        return Prepared(None, None, None, None, waivers, waivers_path, now, baseline)
     from mlsec import policy  # the Rego engine is loaded only when a policy runs
 
     policies = policy.load(settings.policy_dirs)
@@ -86,7 +97,7 @@ def prepare(settings: Settings) -> Prepared:
         # A waiver naming an unknown stage is a typo, not a no-op; aliases become stage names.
         waivers = suppress.with_resolved_stages(waivers, stages.resolve, waivers_path)
     if settings.stage is None:
-        return Prepared(None, None, None, None, waivers, waivers_path, now)
+        return Prepared(None, None, None, None, waivers, waivers_path, now, baseline)
     stage = stages.resolve(settings.stage)
     from_stage = stages.resolve(settings.from_stage) if settings.from_stage else None
     return Prepared(stage, from_stage, policies, stages, waivers, waivers_path, now)
@@ -123,7 +134,8 @@ def decide(
     from mlsec import suppress
 
     base = suppress.waivers_base(prepared.waivers_path) if prepared.waivers_path is not None else None
-    outcome = suppress.apply(result, prepared.waivers, stage=prepared.stage, now=prepared.now, base=base)
+    outcome = suppress.apply(result, prepared.waivers, stage=prepared.stage, now=prepared.now, base=base,
+                             baseline=prepared.baseline)
     doc: dict[str, Any] | None = None
     if bom_request is not None or needs_bom(prepared):
         from mlsec import bom as bom_module

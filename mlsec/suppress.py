@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mlsec.errors import WaiverError
+from mlsec.errors import BaselineError, WaiverError
 from mlsec.fsio import open_regular
 from mlsec.model import Finding, ScanResult
 from mlsec.verdicts import Suppressed, Suppression
@@ -141,6 +141,44 @@ class Outcome:
 
 
 # -- loading -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """Fingerprints of the findings an earlier ``--format json`` report listed (active and
+    suppressed): a scan with ``--baseline`` reports only what is new since (bandit's ``-b``)."""
+
+    fingerprints: frozenset[str]
+    label: str  # the report's file name, shown with every finding it suppresses
+
+
+MAX_BASELINE_FILE = 256 << 20
+
+
+def load_baseline(path: Path) -> Baseline:
+    """Read an mlsec JSON report; BaselineError when it cannot serve as a baseline."""
+    import json
+
+    try:
+        with open_regular(path) as fh:
+            data = fh.read(MAX_BASELINE_FILE + 1)
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) > MAX_BASELINE_FILE:
+        raise BaselineError(f"{path}: larger than {MAX_BASELINE_FILE >> 20} MB")
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("schema_version") != 1 or not isinstance(doc.get("findings"), list):
+        raise BaselineError(f"{path}: not an mlsec JSON report (write one with `mlsec scan --format json -o FILE`)")
+    prints: set[str] = set()
+    for entry in [*doc["findings"], *(doc.get("suppressed") or [])]:
+        fp = entry.get("fingerprint") if isinstance(entry, dict) else None
+        if not isinstance(fp, str) or len(fp) != 64:
+            raise BaselineError(f"{path}: a finding without a fingerprint; not an mlsec JSON report")
+        prints.add(fp)
+    return Baseline(frozenset(prints), path.name)
 
 
 def load_waivers(path: Path) -> tuple[Waiver, ...]:
@@ -328,8 +366,9 @@ def apply(
     now: dt.datetime,
     base: Path | None = None,
     root_lookup: dict[str, str] | None = None,
+    baseline: Baseline | None = None,
 ) -> Outcome:
-    """Move findings claimed by a live waiver or an inline ignore to ``suppressed``.
+    """Move findings claimed by a live waiver, an inline ignore or the baseline to ``suppressed``.
 
     ``stage`` None (a plain scan) honours every unexpired waiver; with a stage, only waivers
     listing it (or listing none). Expired waivers claim nothing. A waiver beats an inline
@@ -367,6 +406,8 @@ def apply(
                 claim = best.suppression()
         if claim is None and f.location.line is not None:
             claim = inline.get((f.path, f.location.line, f.rule_id))
+        if claim is None and baseline is not None and f.fingerprint in baseline.fingerprints:
+            claim = Suppression("baseline", f"baseline:{baseline.label}", f"already in the baseline report {baseline.label}")
         if claim is None:
             kept.append(f)
         else:
