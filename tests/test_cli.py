@@ -57,20 +57,20 @@ def test_output_is_deterministic() -> None:
 @pytest.mark.parametrize("second", [["--no-cache", "--jobs", "1"], ["--jobs", "2"]])
 def test_every_output_is_byte_identical_across_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      second: list[str]) -> None:
-    """Same input, same bytes: JSON, SARIF, GitLab, markdown, JUnit and the ML-BOM, whether the
+    """Same input, same bytes: JSON, SARIF, GitLab, markdown, JUnit, GitHub and the ML-BOM, whether the
     second run scans again or is answered from the memo, with one worker or two."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     outs = []
     for run, extra in enumerate((["--jobs", "1"], second)):
         folder = tmp_path / f"run{run}"
         folder.mkdir()
-        formats = [a for fmt in ("json", "sarif", "gitlab", "markdown", "junit")
+        formats = [a for fmt in ("json", "sarif", "gitlab", "markdown", "junit", "github")
                    for a in ("--format", f"{fmt}:{folder / fmt}")]
         code, _ = invoke("scan", str(FIXTURES / "demo"), *formats, "--bom", str(folder / "bom"), "--reproducible",
                          "-q", *extra)
         assert code == 1  # the demo's hostile model
         outs.append({p.name: p.read_bytes() for p in sorted(folder.iterdir())})
-    assert sorted(outs[0]) == ["bom", "gitlab", "json", "junit", "markdown", "sarif"]
+    assert sorted(outs[0]) == ["bom", "github", "gitlab", "json", "junit", "markdown", "sarif"]
     for name in outs[0]:
         assert outs[0][name] == outs[1][name], f"{name} differs between runs"
 

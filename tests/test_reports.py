@@ -132,9 +132,9 @@ def test_junit_is_well_formed_and_counts_failures(scenario: tuple[ScanResult, De
     assert int(suite.get("failures", "0")) == len(failing) and int(suite.get("errors", "0")) == 1
 
 
-@pytest.mark.parametrize("fmt", ["markdown", "table", "junit", "sarif", "gitlab", "json"])
+@pytest.mark.parametrize("fmt", ["markdown", "table", "junit", "sarif", "gitlab", "json", "github"])
 def test_hostile_file_names_cannot_inject_markup(fmt: str, tmp_path: Path) -> None:
-    name = "x|y`<script>[bold]z\x1b[31m.pkl"
+    name = "x|y`<script>[bold]z\x1b[31m,title=forged::%0A::add-mask::.pkl"
     try:
         (tmp_path / name).write_bytes(b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00id\x85R.")
     except OSError:
@@ -148,6 +148,13 @@ def test_hostile_file_names_cannot_inject_markup(fmt: str, tmp_path: Path) -> No
         assert "[bold]z" in text  # shown literally, not read as rich markup
     if fmt == "junit":
         assert ET.fromstring(text.split("\n", 1)[1]).find("testsuite") is not None
+    if fmt == "github":  # one command per line; the name cannot start another or add a property
+        lines = text.splitlines()
+        assert lines and all(line.startswith(("::error ", "::warning ", "::notice ")) for line in lines)
+        for line in lines:  # properties end at the first "::"; the name's colons and commas are escaped there
+            props = line.split(" ", 1)[1].split("::", 1)[0]
+            assert [p.split("=", 1)[0] for p in props.split(",")] == ["file", "title"]
+            assert "%2Ctitle=forged%3A%3A" in props
     if fmt in ("json", "sarif", "gitlab"):
         doc = json.loads(text)  # still valid JSON, and the name survives intact as data
         assert any(name in s for s in _strings(doc))

@@ -27,6 +27,7 @@ FORMATS: dict[str, str] = {
     "gitlab": "mlsec.report.gitlab",
     "markdown": "mlsec.report.markdown",
     "junit": "mlsec.report.junit",
+    "github": "mlsec.report.github",
 }
 
 
