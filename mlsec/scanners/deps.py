@@ -112,10 +112,12 @@ def analyse(manifest: Manifest, *, store: AdvisoryStore | None, db_info: DbInfo,
         for dep, reason in result.skipped:
             yield Skip(path, f"{dep.display} was not checked online ({result.service}): {reason}", "online-skipped")
     elif store is None and matchable:
-        why = db_info.problem or f"no advisory database at {db_info.path}"
-        yield Skip(path, f"dependency scan incomplete (MLSEC-DEP-002): {why}, so {len(matchable)} "
-                         "dependencies were NOT checked for known vulnerabilities; run "
-                         "`mlsec db update --from PATH_OR_URL` (or scan with --online)", "no-advisory-db")
+        # One line per manifest, so no database path here (`mlsec db info` shows it).
+        why = f"advisory database unusable: {db_info.problem}" if db_info.problem else "no advisory database"
+        n = len(matchable)
+        yield Skip(path, f"{n} dependenc{'y was' if n == 1 else 'ies were'} NOT checked for known vulnerabilities "
+                         f"({why}; `mlsec db update --from PATH_OR_URL` or --online) [MLSEC-DEP-002]",
+                   "no-advisory-db")
 
     seen_keys: set[str] = set()
     for m in matches:
