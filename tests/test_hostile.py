@@ -827,6 +827,20 @@ def test_compressed_hostile_pickle(tmp_path: Path, codec: str, name: str) -> Non
     assert_flagged(result, rule="MLSEC-PICKLE-001", global_=SYSTEM)
 
 
+@pytest.mark.parametrize("wrap", ["zlib", "gzip"])
+def test_hostile_pickle_just_before_corrupt_compressed_data_is_found(tmp_path: Path, wrap: str) -> None:
+    """zlib streams are decompressed a block ahead: damage later in that block must not swallow
+    the payload before it (the block is redone byte by byte from a copy of the decompressor)."""
+    comp = zlib.compressobj(wbits=31 if wrap == "gzip" else 15)
+    payload = system_pickle() + b"\0" * 2000  # the hostile pickle, then padding it ignores
+    head = comp.compress(payload + os.urandom(3000)) + comp.flush(zlib.Z_FULL_FLUSH)  # byte-aligned
+    tail = bytearray(comp.compress(os.urandom(20_000)) + comp.flush())
+    tail[2:40] = b"\xff" * 38  # damage after ~5 KB of output: inside the first 64 KiB block
+    result = scan_bytes(tmp_path, "model.bin", head + bytes(tail))
+    assert_flagged(result, rule="MLSEC-PICKLE-001", global_=SYSTEM)
+    assert any(f.rule_id == "MLSEC-ARCHIVE-002" for f in result.findings)  # and the damage is reported
+
+
 @pytest.mark.parametrize("outer", ["w:gz", "w:bz2", "w:xz", "w"])
 def test_pickle_in_zip_in_tar(tmp_path: Path, outer: str) -> None:
     inner_zip = torch_zip(system_pickle(), folder="ckpt", method=zipfile.ZIP_DEFLATED)

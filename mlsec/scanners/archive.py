@@ -30,7 +30,16 @@ _READ = 1 << 16
 
 
 class _Decompressing(io.RawIOBase):
-    """File-like view of decompressed data, produced incrementally with bounded output."""
+    """File-like view of decompressed data, produced incrementally with bounded output.
+
+    Readers ask for a few bytes at a time (the pickle engine reads opcode by opcode), and a
+    decompressor asked for one byte returns one byte per call: that doubled the time of a
+    gzipped pickle. zlib streams are therefore decompressed a block ahead. A damaged block must
+    not swallow the good bytes before the damage (a hostile pickle right before garbage): the
+    decompressor is copied before each call and, on damage, the input is replayed byte by byte
+    from the copy (:meth:`_salvage`). Damage and a crossed expansion limit are raised only
+    after the bytes produced before them have been read.
+    """
 
     def __init__(self, source: Stream, make: Any, insp: Inspection, label: str, multi: bool) -> None:
         self._src = source
@@ -43,6 +52,9 @@ class _Decompressing(io.RawIOBase):
         self._in = 0
         self._out = 0
         self._done = False
+        self._ready = b""  # produced ahead; bytes before _rpos were read
+        self._rpos = 0
+        self._error: Exception | None = None  # damage or a limit, raised once _ready is read
 
     def readable(self) -> bool:
         return True
@@ -54,6 +66,16 @@ class _Decompressing(io.RawIOBase):
 
     def read(self, n: int = -1) -> bytes:
         n = _READ if n is None or n < 0 else max(n, 1)
+        if self._rpos >= len(self._ready):
+            if self._error is not None:
+                raise self._error
+            self._ready, self._rpos = self._produce(n), 0
+        out = self._ready[self._rpos : self._rpos + n]  # an offset, not a re-slice of the rest per read
+        self._rpos += len(out)
+        return out
+
+    def _produce(self, n: int) -> bytes:
+        """Up to ``n`` bytes, or a block of at least ``n`` when reading ahead is safe."""
         while not self._done:
             dec = self._dec
             if dec.eof:
@@ -74,22 +96,47 @@ class _Decompressing(io.RawIOBase):
                 self._in += len(chunk)
             else:
                 chunk = b""
+            saved = dec.copy() if hasattr(dec, "copy") else None  # zlib: damage can be salvaged
+            ahead = saved is not None and n < _READ
             try:
-                out = dec.decompress(chunk, n)
+                out = dec.decompress(chunk, _READ if ahead else n)
             except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as exc:
-                raise CorruptData(f"{self._label}: {exc}") from None
+                if saved is None:
+                    raise CorruptData(f"{self._label}: {exc}") from None
+                out = self._salvage(saved, chunk)  # the bytes before the damage; the error after them
             if out:
                 self._out += len(out)
                 limits = self._insp.limits
                 if self._out > limits.ratio_floor and self._out > limits.max_ratio * max(self._in, 1):
-                    raise BudgetExceeded(
+                    self._error = BudgetExceeded(
                         f"{self._label}: expands more than {limits.max_ratio}x "
                         f"({self._in} compressed bytes gave over {self._out})"
                     )
                 return out
+            if self._error is not None:
+                raise self._error  # damage right at the start of this block: nothing to hand out
             if not chunk and not dec.eof:
                 raise CorruptData(f"{self._label}: compressed stream ends early")
         return b""
+
+    def _salvage(self, dec: Any, chunk: bytes) -> bytes:
+        """Replay ``chunk`` one input byte at a time from before the failed call: every byte
+        inflated before the damage is kept (a payload just before garbage is still read), and
+        the damage is raised once they have been read."""
+        good = bytearray()
+        for i in range(len(chunk)):
+            try:
+                good += dec.decompress(chunk[i : i + 1])
+            except zlib.error as exc:
+                self._error = CorruptData(f"{self._label}: {exc}")
+                break
+            if len(good) > self._insp.limits.keep_bytes:
+                self._error = CorruptData(f"{self._label}: damaged compressed data")
+                break
+        else:
+            self._error = CorruptData(f"{self._label}: damaged compressed data")
+        self._done = True
+        return bytes(good)
 
 
 def decompressed(source: Stream, insp: Inspection, make: Any, label: str, multi: bool = False) -> Stream:
