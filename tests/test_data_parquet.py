@@ -11,6 +11,7 @@ datasets.
 from __future__ import annotations
 
 import base64
+import json
 import random
 import struct
 import sys
@@ -451,3 +452,161 @@ def test_the_cve_rule_is_critical() -> None:
     from mlsec import catalog
 
     assert catalog.rules()["MLSEC-DATA-001"].severity == Severity.CRITICAL
+
+
+# --- pyarrow runs in an isolated, reused child process (mlsec.engine.arrow_client) -------
+
+@pytest.fixture
+def sampler(pa):  # type: ignore[no-untyped-def]
+    """A fresh shared Arrow sampler for the test, stopped afterwards (even if left stopped)."""
+    import contextlib
+    import os
+    import signal
+
+    from mlsec.engine import arrow_client
+
+    fresh = arrow_client.ArrowSampler()
+    previous = arrow_client.set_shared(fresh)
+    try:
+        yield fresh
+    finally:
+        if fresh.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(fresh.pid, signal.SIGCONT)
+        fresh.close()
+        arrow_client.set_shared(previous)
+
+
+def _people(pa, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"email": ["a@mail.example.org", "x"], "n": [1, 2]}), path)
+    return path
+
+
+def _assert_people(result: ScanResult) -> None:
+    assert [(e["kind"], e["count"]) for e in evidence(result, "MLSEC-DATA-005")] == [("email", "1")]
+    assert result.errors == () and result.skipped == ()
+    assert "a@mail.example.org" not in str(result.to_dict())
+
+
+def _assert_reaped(pid: int) -> None:
+    import os
+
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_content_is_sampled_by_one_reused_child_process(pa, sampler, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from mlsec.engine import arrow_client, arrow_worker
+
+    assert sampler.pid is None  # started lazily, on the first file whose content is read
+    _assert_people(scan_path(_people(pa, tmp_path / "a.parquet"), use_cache=False))
+    pid = sampler.pid
+    assert pid is not None and pid != os.getpid() and arrow_client.worker_pid() == pid
+    assert sampler.command == arrow_client.default_command()
+    assert sampler.command[:2] == (sys.executable, "-I")
+    assert sampler.command[-1] == str(Path(arrow_worker.__file__).resolve())
+    for path in [*sorted(COLUMNAR.iterdir()), HF / "data-00000-of-00001.arrow"]:
+        result = scan_path(path, use_cache=False)
+        assert result.findings == () and not result.skipped and not result.errors, path
+    _assert_people(scan_path(_people(pa, tmp_path / "b.parquet"), use_cache=False))
+    assert sampler.pid == pid and sampler.starts == 1
+
+
+def test_a_crash_of_the_sampler_is_a_high_finding_and_the_next_file_is_sampled(
+        pa, sampler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+    import threading
+    import time
+
+    _assert_people(scan_path(_people(pa, tmp_path / "first.parquet"), use_cache=False))  # starts the child
+    pid = sampler.pid
+    assert pid is not None
+    # The request mlsec builds for the victim is sent with one change made here: it names a
+    # FIFO (and the FIFO's identity). The child acknowledges it and blocks in pyarrow's open of
+    # the FIFO, i.e. inside the file's handling, where pyarrow would crash, when it is killed.
+    victim = _people(pa, tmp_path / "victim.parquet")
+    fifo = tmp_path / "blocks"
+    os.mkfifo(fifo)
+    st = os.stat(fifo)
+    real_sample = sampler.sample
+    monkeypatch.setattr(sampler, "sample", lambda request, timeout: real_sample(
+        {**request, "path": str(fifo), "dev": st.st_dev, "ino": st.st_ino}, timeout))
+    results: list[ScanResult] = []
+    scan = threading.Thread(target=lambda: results.append(scan_path(victim, use_cache=False)))
+    scan.start()
+    deadline = time.monotonic() + 20
+    while not sampler.busy:
+        assert time.monotonic() < deadline, "the child never took the request"
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
+    scan.join(30)
+    assert not scan.is_alive()
+    monkeypatch.undo()
+    (result,) = results
+    (f,) = result.findings
+    assert f.rule_id == "MLSEC-DATA-016" and f.severity == Severity.HIGH and "SIGKILL" in f.message
+    assert f.path.endswith("victim.parquet") and dict(f.evidence)["outcome"] == "was killed by signal SIGKILL"
+    assert result.errors == () and result.skipped == ()
+    facts = {x.name: x.value for x in result.facts}
+    assert facts["dataset.rows"] == "2" and facts["dataset.columns"] == "2"  # the schema check still ran
+    _assert_reaped(pid)
+    # the next file gets a new child and its content is sampled as usual
+    _assert_people(scan_path(_people(pa, tmp_path / "next.parquet"), use_cache=False))
+    assert sampler.pid not in (None, pid) and sampler.starts == 2
+
+
+def test_a_sampler_that_hangs_is_killed_at_the_timeout(pa, sampler, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+    import time
+
+    from mlsec.engine import arrow_client
+
+    _assert_people(scan_path(_people(pa, tmp_path / "first.parquet"), use_cache=False))
+    pid = sampler.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # a child that never answers, as if pyarrow looped on the file
+    monkeypatch.setattr(arrow_client, "REQUEST_TIMEOUT", 0.5)
+    started = time.monotonic()
+    result = scan_path(_people(pa, tmp_path / "hangs.parquet"), use_cache=False)
+    assert 0.5 <= time.monotonic() - started < 10
+    (f,) = result.findings
+    assert f.rule_id == "MLSEC-SCAN-001" and "no answer within 0.5s" in f.message and result.errors == ()
+    assert dict(f.evidence)["transient"] == "true"
+    _assert_reaped(pid)
+    monkeypatch.undo()
+    _assert_people(scan_path(_people(pa, tmp_path / "next.parquet"), use_cache=False))
+    assert sampler.pid not in (None, pid) and sampler.starts == 2
+
+
+def test_results_cross_the_process_boundary_unchanged_and_masked(pa, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """In-process sampling (the functions the child runs) and the child's answer give the same report."""
+    from mlsec.engine.context import Inspection
+    from mlsec.scanners.data_parquet import (
+        coverage_from_json,
+        coverage_to_json,
+        sample_parquet,
+        tally_from_json,
+        tally_to_json,
+    )
+    from mlsec.scanners.data_text import Coverage, Tally
+
+    path = _people(pa, tmp_path / "p.parquet")
+    tally, cov = Tally(), Coverage(bytes_total=path.stat().st_size)
+    sample_parquet(str(path), 1 << 30, tally, cov, Inspection(path=str(path), scanner="t"))
+    wire = json.loads(json.dumps({"t": tally_to_json(tally), "c": coverage_to_json(cov)}))
+    assert "a@mail.example.org" not in json.dumps(wire)
+    tally2, cov2 = Tally(), Coverage()
+    tally_from_json(wire["t"], tally2)
+    coverage_from_json(wire["c"], cov2)
+    assert tally2.stats == tally.stats and cov2 == cov
+    assert tally2.findings("p", "s", cov2) == tally.findings("p", "s", cov)
+    for bad in ([["pii", "nope", "c", 1, None, [], []]], [["pii", "email", "c", 0, None, [], []]], {"x": 1}):
+        with pytest.raises((ValueError, TypeError)):
+            tally_from_json(bad, Tally())

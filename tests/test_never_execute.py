@@ -88,6 +88,17 @@ DENIED_MODULES = sorted({
     "dill", "cloudpickle", "jinja2", "onnx", "onnxruntime", "safetensors", "gguf", "llama_cpp", "modelscan",
 })
 
+# Denied or unlisted modules that a library imports from its own module body, whoever imports
+# the library, with no scanned content involved (``*``: a name prefix). Allowed only below that
+# module's body, i.e. while the library itself is being imported:
+# * pyarrow's compiled core (pyarrow.lib, imported by pyarrow/__init__.py) imports cloudpickle
+#   when it is installed, for pyarrow's own serialization of Python objects, which mlsec never
+#   uses (a schema that declares the pickled extension type is refused before pyarrow runs);
+# * pyarrow.compute imports its vendored numpydoc parser, which imports pydoc (for docstring
+#   rendering), whose body reads the interpreter's sysconfig data module.
+LIBRARY_IMPORTS = [("cloudpickle", "/pyarrow/__init__.py"), ("pydoc", "/pyarrow/compute.py"),
+                   ("_sysconfigdata_*", "/pyarrow/compute.py")]
+
 # Stdlib helpers that generate Python source and compile or exec it. Their text comes from
 # their own templates and from names in library code, never from a scanned file (and any text
 # that mentions the canary is reported whoever compiles it).
@@ -138,6 +149,7 @@ CODE_ROOTS, READ_ROOTS, WRITE_ROOTS = _cfg["code_roots"], _cfg["read_roots"], _c
 CORPUS, CANARY = _cfg["corpus"], _cfg["canary"]
 ALLOWED_TOP, DENIED, PAYLOAD = set(_cfg["allowed_top"]), _cfg["denied"], set(_cfg["payload_modules"])
 SYNTH = [tuple(x) for x in _cfg["synth_callers"]]
+LIBRARY_IMPORTS = [tuple(x) for x in _cfg["library_imports"]]
 READ_FILES, PROBES = set(_cfg["read_files"]), set(_cfg["platform_probes"])
 PROCESS = {"os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
            "os.startfile", "os.kill", "os.killpg", "sys.remote_exec"}
@@ -151,7 +163,7 @@ FS_WRITES = {"os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.symlink", "os
 CONTROLS = [(name, compile(src, "<control %s>" % name, "exec")) for name, src in _cfg["controls"]]
 CONTROL_CODE = {id(code) for _, code in CONTROLS}
 _WRITE_FLAGS = _os.O_WRONLY | _os.O_RDWR | _os.O_CREAT | _os.O_TRUNC | _os.O_APPEND
-ALLOWED_COMMAND = None  # the one process start allowed: set by DRIVER_MAIN, never in the worker
+ALLOWED_COMMANDS = []  # the process starts allowed: set by DRIVER_MAIN, never in a worker
 state = {"phase": "startup", "busy": False}
 events = []
 counts = {}
@@ -228,7 +240,22 @@ def _module_being_loaded(frame):
     return None
 
 
+def _library_import(name, frame):
+    # A denied module imported (directly or through its own submodules) below the package body
+    # of the one library known to import it at import time (LIBRARY_IMPORTS).
+    for module, body in LIBRARY_IMPORTS:
+        if name == module or name.startswith(module + ".") or (module.endswith("*") and name.startswith(module[:-1])):
+            while frame is not None:
+                filename, func = _where(frame)
+                if func == "<module>" and filename.endswith(body) and _trusted_code(filename):
+                    return True
+                frame = frame.f_back
+    return False
+
+
 def _import_problem(name, frame):
+    if _library_import(name, frame):
+        return None
     if any(name == d or name.startswith(d + ".") for d in DENIED):
         return "import of a module mlsec never needs"
     importer = _where(_importer(frame))
@@ -242,10 +269,10 @@ def _import_problem(name, frame):
 
 def _problem(event, args, frame):
     if event in PROCESS:
-        if event == "subprocess.Popen" and ALLOWED_COMMAND is not None and isinstance(args[1], (list, tuple)):
-            if list(args[1]) == ALLOWED_COMMAND and args[0] in (None, ALLOWED_COMMAND[0]):
+        if event == "subprocess.Popen" and isinstance(args[1], (list, tuple)):
+            if list(args[1]) in ALLOWED_COMMANDS and args[0] in (None, list(args[1])[0]):
                 state["reader_starts"] = state.get("reader_starts", 0) + 1
-                return None  # mlsec's HDF5 reader, started with this very hook (see WORKER_MAIN)
+                return None  # mlsec's HDF5 reader or Arrow sampler, started with this very hook (see WORKER_MAIN)
         if event == "subprocess.Popen" and _in_stack(frame, "/platform.py"):
             argv = args[1] if isinstance(args[1], (list, tuple)) else [args[0]]
             if argv and _os.path.basename(_os.fsdecode(argv[0])) in PROBES and not any(
@@ -363,18 +390,23 @@ sys.addaudithook(_hook)
 # file or flag can change that command, so the test swaps the reader object in-process.
 DRIVER_MAIN = r"""
 state["phase"] = "import"
+sys.path.insert(0, _cfg["mlsec_root"])  # the mlsec under test, not another installed copy
 from mlsec.pipeline import Options, run
 from mlsec.registry import scanners
-from mlsec.engine import hdf5_client
+from mlsec.engine import arrow_client, hdf5_client
 scanners()
-# The production command line (interpreter, flags) with the worker's file replaced by the hook.
-ALLOWED_COMMAND = [*hdf5_client.default_command()[:-1], "-c", _cfg["worker_driver"], sys.argv[1]]
-hdf5_client.set_shared(hdf5_client.HDF5Reader(ALLOWED_COMMAND))
+# The production command lines (interpreter, flags) with the worker's file replaced by the hook.
+ALLOWED_COMMANDS.append([*hdf5_client.default_command()[:-1], "-c", _cfg["worker_driver"], sys.argv[1]])
+ALLOWED_COMMANDS.append([*arrow_client.default_command()[:-1], "-c", _cfg["arrow_worker_driver"], sys.argv[1]])
+hdf5_client.set_shared(hdf5_client.HDF5Reader(ALLOWED_COMMANDS[0]))
+arrow_client.set_shared(arrow_client.ArrowSampler(ALLOWED_COMMANDS[1]))
 state["phase"] = "scan"
 result = run([CORPUS], Options())
 worker_starts = hdf5_client.shared().starts
-hdf5_client.STOP_TIMEOUT = 120.0  # the reader writes its report when its stdin closes: let it finish
+arrow_starts = arrow_client.shared().starts
+hdf5_client.STOP_TIMEOUT = 120.0  # the workers write their report when their stdin closes: let them finish
 hdf5_client.shared().close()
+arrow_client.shared().close()
 for name, code in CONTROLS:
     # Negative controls (test of the hook itself): harmless actions of each kind watched.
     state["control"] = name
@@ -387,7 +419,7 @@ state["phase"] = "report"
 _drop_failed_probes()
 workers = []
 for _name in sorted(_os.listdir(_cfg["tmp"])):
-    if _name.startswith("hdf5-reader-") and _name.endswith(".json"):
+    if _name.startswith(("hdf5-reader-", "arrow-sampler-")) and _name.endswith(".json"):
         with open(_os.path.join(_cfg["tmp"], _name), encoding="utf-8") as _fh:
             workers.append(_json.load(_fh))
 print(_json.dumps({
@@ -396,7 +428,8 @@ print(_json.dumps({
     "findings": [[f.path, f.severity.name, f.rule_id] for f in result.findings],
     "errors": [[e.path, e.scanner, e.message] for e in result.errors],
     "artifacts": len(result.artifacts),
-    "worker_starts": worker_starts,
+    "worker_starts": worker_starts + arrow_starts,
+    "arrow_starts": arrow_starts,
     "reader_starts_seen": state.get("reader_starts", 0),
     "workers": workers,
 }))
@@ -407,6 +440,7 @@ print(_json.dumps({
 # stdout is the protocol, so it reports in a file when the scan process closes its stdin.
 WORKER_MAIN = r"""
 state["phase"] = "worker"
+sys.path.insert(0, _cfg["mlsec_root"])  # the mlsec under test, not another installed copy
 from mlsec.engine import hdf5_worker
 try:
     _code = hdf5_worker.main()
@@ -420,8 +454,11 @@ finally:
         _fh.write(_text)
 sys.exit(_code)
 """
+# The Arrow sampler process (pyarrow reads Parquet/Arrow content there): the same, with its own main loop.
+ARROW_WORKER_MAIN = WORKER_MAIN.replace("hdf5_worker", "arrow_worker").replace("hdf5-reader-", "arrow-sampler-")
 DRIVER = HOOK + DRIVER_MAIN
 WORKER_DRIVER = HOOK + WORKER_MAIN
+ARROW_WORKER_DRIVER = HOOK + ARROW_WORKER_MAIN
 
 
 def _scanner_present(sample: Sample) -> bool:
@@ -443,6 +480,13 @@ def _code_roots() -> list[str]:
     assert spec is not None and spec.origin is not None
     roots.add(str(Path(spec.origin).parent))
     return sorted(_real(r) for r in roots)
+
+
+def code_roots_mlsec() -> str:
+    """The directory of the mlsec package under test."""
+    spec = importlib.util.find_spec("mlsec")
+    assert spec is not None and spec.origin is not None
+    return str(Path(spec.origin).parent)
 
 
 def _mlsec_imports() -> set[str]:
@@ -538,7 +582,10 @@ def _run_driver(tmp_path: Path, corpus: Path, canary: Path, outside: Path,
         "denied": DENIED_MODULES,
         "payload_modules": sorted(PAYLOAD_MODULES),
         "synth_callers": SYNTH_CALLERS,
+        "library_imports": LIBRARY_IMPORTS,
         "worker_driver": WORKER_DRIVER,
+        "arrow_worker_driver": ARROW_WORKER_DRIVER,
+        "mlsec_root": _real(Path(code_roots_mlsec()).parent),
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MLSEC_"))}
     # No bytecode writes into the source tree: every write must land in the cache or TMPDIR.
@@ -550,7 +597,7 @@ def _run_driver(tmp_path: Path, corpus: Path, canary: Path, outside: Path,
     report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     if cfg["debug"]:
         (tmp_path.parent / "audit_debug.json").write_text(json.dumps(report, indent=1))
-    for worker in report["workers"]:  # the HDF5 reader processes, under the same hook
+    for worker in report["workers"]:  # the HDF5 reader and Arrow sampler processes, under the same hook
         report["events"] += worker["events"]
     report["events"] = [e for e in report["events"] if e.get("problem")]
     return report
@@ -563,6 +610,7 @@ def test_scanning_every_hostile_sample_executes_nothing(tmp_path: Path) -> None:
     outside.write_bytes(bytes(16))
     samples = [s for s in hostile_samples(corpus, canary, outside) if _scanner_present(s)]
     assert len(samples) >= 50
+    columnar = _columnar_files(corpus)  # their content is read by the Arrow sampler process
 
     report = _run_driver(tmp_path, corpus, canary, outside)
 
@@ -585,6 +633,26 @@ def test_scanning_every_hostile_sample_executes_nothing(tmp_path: Path) -> None:
     assert report["reader_starts_seen"] == report["worker_starts"]
     for worker in report["workers"]:
         assert worker["seen"].get("worker:open", 0) >= 1 and worker["seen"].get("worker:import", 0) > 10, worker
+    if columnar:
+        assert report["arrow_starts"] >= 1
+        for path in columnar:  # the sampler really read them: the e-mail address in each was found
+            assert any(f[0] == path and f[2] == "MLSEC-DATA-005" for f in report["findings"]), path
+
+
+def _columnar_files(corpus: Path) -> list[str]:
+    """A Parquet file and an Arrow stream with personal data, when pyarrow can write them."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return []
+    columnar = corpus / "columnar"
+    columnar.mkdir(exist_ok=True)
+    table = pa.table({"email": ["someone@mail.example.org", "x"], "n": [1, 2]})
+    pq.write_table(table, columnar / "people.parquet")
+    with pa.OSFile(str(columnar / "people.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return ["columnar/people.parquet", "columnar/people.arrow"]  # as reported: relative to the scan root
 
 
 def test_the_allowed_process_is_mlsecs_own_hdf5_reader() -> None:
@@ -596,6 +664,17 @@ def test_the_allowed_process_is_mlsecs_own_hdf5_reader() -> None:
     assert Path(command[-1]) == Path(hdf5_worker.__file__).resolve()
     assert 'if __name__ == "__main__":\n    sys.exit(main())\n' in Path(command[-1]).read_text(encoding="utf-8")
     assert "_code = hdf5_worker.main()" in WORKER_MAIN and "ALLOWED_COMMAND" not in WORKER_MAIN
+
+
+def test_the_allowed_process_is_mlsecs_own_arrow_sampler() -> None:
+    """The same for the Arrow sampler: production's command runs the main loop the hooked one runs."""
+    from mlsec.engine import arrow_client, arrow_worker
+
+    command = arrow_client.default_command()
+    assert command[0] == sys.executable and command[1] == "-I" and set(command[1:-1]) <= {"-I", "-B"}
+    assert Path(command[-1]) == Path(arrow_worker.__file__).resolve()
+    assert 'if __name__ == "__main__":\n    sys.exit(main())\n' in Path(command[-1]).read_text(encoding="utf-8")
+    assert "_code = arrow_worker.main()" in ARROW_WORKER_MAIN and "ALLOWED_COMMAND" not in ARROW_WORKER_MAIN
 
 
 def test_the_hook_reports_every_kind_of_event_it_watches(tmp_path: Path) -> None:

@@ -22,18 +22,29 @@ import base64
 import binascii
 import os
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from mlsec import __version__
-from mlsec.engine import dispatch
+from mlsec.engine import arrow_client, dispatch
 from mlsec.engine.context import DeadlineExceeded, Inspection, join_member
+from mlsec.engine.hdf5_client import Failure
 from mlsec.engine.stream import StreamError, bytes_stream
 from mlsec.fsio import open_regular
 from mlsec.model import Artifact, Fact, Finding, Skip
 from mlsec.registry import ScanContext, register
-from mlsec.scanners.data_text import Coverage, Tally, coverage_finding, data_budget, dataset_facts
+from mlsec.scanners.data_text import (
+    MAX_SAMPLES,
+    PII_RULES,
+    Coverage,
+    Tally,
+    _Stat,
+    coverage_finding,
+    data_budget,
+    dataset_facts,
+)
 
 PY_EXTENSION = b"arrow.py_extension_type"
 EXT_NAME = b"ARROW:extension:name"
@@ -638,6 +649,13 @@ def _texts(pa: Any, pc: Any, name: str, arr: Any, depth: int = 0) -> Iterator[tu
             yield from _texts(pa, pc, f"{name}.{t.field(i).name}", pc.struct_field(arr, [i]), depth + 1)
 
 
+def _large_string_scalar(pa: Any, data: bytes) -> Any:
+    """A large_string scalar built from buffers: ``pa.scalar``/``pa.array`` on Python values would
+    make pyarrow try to import pandas (it probes for pandas objects), which mlsec never needs."""
+    offsets = pa.py_buffer(struct.pack("<qq", 0, len(data)))
+    return pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(data)])[0]
+
+
 def _scan_batch(pa: Any, pc: Any, tally: Tally, batch: Any) -> int:
     """Scan the text columns of one record batch; return the characters scanned."""
     # pyarrow trusts the offsets and buffer sizes of what it read: an IPC batch whose string
@@ -645,14 +663,16 @@ def _scan_batch(pa: Any, pc: Any, tally: Tally, batch: Any) -> int:
     # Full validation raises ArrowInvalid instead (reported as MLSEC-DATA-015 by the caller).
     batch.validate(full=True)
     scanned = 0
+    empty, newline = _large_string_scalar(pa, b""), _large_string_scalar(pa, b"\n")
     for name, column in zip(batch.schema.names, batch.columns):
         for path, arr in _texts(pa, pc, name, column):
             if len(arr) == 0:
                 continue
             # One string per column and batch, joined in C (batches hold at most 65536 rows).
-            values = arr.fill_null(pa.scalar("", pa.large_string()))
-            lists = pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values)
-            joined = pc.binary_join(lists, pa.scalar("\n", pa.large_string()))[0].as_py()
+            values = arr.fill_null(empty)
+            offsets = pa.Array.from_buffers(pa.int32(), 2, [None, pa.py_buffer(struct.pack("<ii", 0, len(values)))])
+            lists = pa.ListArray.from_arrays(offsets, values)
+            joined = pc.binary_join(lists, newline)[0].as_py()
             if joined:
                 scanned += len(joined)
                 tally.scan_column(tally.column_name(path), (joined,), None)
@@ -781,7 +801,8 @@ class DataColumnarScanner:
         tally = Tally()
         error: Exception | None = None
         with open_regular(artifact.fs_path) as fh:
-            size = os.fstat(fh.fileno()).st_size
+            st = os.fstat(fh.fileno())
+            size = st.st_size
             if artifact.format == "arrow" and fh.read(4) == b"FEA1":
                 # Feather v1 predates Arrow IPC (and extension types): nothing of this kind to check.
                 yield Skip(artifact.path, "Feather v1 (legacy) file: not read", "unsupported-format")
@@ -798,7 +819,7 @@ class DataColumnarScanner:
             self._report_schema(check, insp, artifact.format)
         cov.rows_total = check.rows
         if error is None:
-            error = self._content(artifact, check, is_file, tally, cov, insp)
+            error = self._content(artifact, check, is_file, tally, cov, insp, (st.st_dev, st.st_ino))
         yield from insp.findings
         yield from tally.findings(artifact.path, self.name, cov)
         yield from insp.skips
@@ -841,7 +862,7 @@ class DataColumnarScanner:
             )
 
     def _content(self, artifact: Artifact, check: SchemaCheck, is_file: bool, tally: Tally, cov: Coverage,
-                 insp: Inspection) -> Exception | None:
+                 insp: Inspection, identity: tuple[int, int]) -> Exception | None:
         pa, why = pyarrow_status()
         if check.hits:
             insp.skip("content not read: the schema declares a pickled extension type", "unsafe-to-read")
@@ -853,15 +874,121 @@ class DataColumnarScanner:
             insp.skip(f"content (personal data, credentials) not scanned: {why}; the schema was checked",
                       "optional-dependency")
             return None
-        budget = data_budget()
         try:
-            if artifact.format == "parquet":
-                sample_parquet(artifact.fs_path, budget, tally, cov, insp)
-            else:
-                sample_ipc(artifact.fs_path, is_file, check.batches, budget, tally, cov, insp)
+            insp.check_time()
         except DeadlineExceeded as exc:
             return exc
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            insp.add("MLSEC-DATA-015", f"Content could not be decoded: {type(exc).__name__}: {exc}",
-                     key="content-undecodable", evidence={"error": type(exc).__name__})
+        # pyarrow runs in the isolated sampler process: a file that crashes or hangs it is reported
+        # and the scan goes on (see mlsec.engine.arrow_client).
+        remaining = max(0.001, insp.limits.timeout - (time.monotonic() - insp.started))
+        timeout = min(arrow_client.REQUEST_TIMEOUT, remaining + arrow_client.GRACE)
+        request = {
+            "format": artifact.format, "path": os.path.abspath(artifact.fs_path),
+            "dev": identity[0], "ino": identity[1], "is_file": is_file, "batches": check.batches,
+            "budget": data_budget(), "bytes_total": cov.bytes_total, "rows_total": cov.rows_total,
+            "remaining": remaining,
+        }
+        outcome = arrow_client.shared().sample(request, timeout)
+        if isinstance(outcome, Failure):
+            _sampler_failed(outcome, insp, timeout)
+            return None
+        if outcome.replaced:
+            insp.skip("content not read: the file was replaced while it was being scanned", "file-changed")
+            return None
+        try:
+            body = outcome.body
+            error, deadline, unexpected = body.get("error"), body.get("deadline"), body.get("unexpected")
+            if body.get("coverage") is not None:
+                coverage_from_json(body["coverage"], cov)
+            tally_from_json(body.get("tally"), tally)
+            if error is not None and not (isinstance(error, list) and len(error) == 2
+                                          and all(isinstance(e, str) for e in error)):
+                raise ValueError("bad error")
+            if not isinstance(deadline, bool) or not (unexpected is None or isinstance(unexpected, str)):
+                raise ValueError("bad status")
+        except (ValueError, TypeError, KeyError) as exc:
+            _sampler_failed(Failure("crash", f"sent a malformed reply ({exc})"), insp, timeout)
+            arrow_client.shared().close()
+            return None
+        if deadline:
+            return DeadlineExceeded(f"inspection exceeded {insp.limits.timeout:g}s")
+        if error is not None:
+            insp.add("MLSEC-DATA-015", f"Content could not be decoded: {error[0]}: {error[1]}",
+                     key="content-undecodable", evidence={"error": error[0]})
+        if unexpected is not None:
+            raise RuntimeError(f"Arrow sampler: {unexpected}")
         return None
+
+
+def _sampler_failed(failure: Failure, insp: Inspection, timeout: float) -> None:
+    """No answer about the content: a crash is HIGH, a hang a time limit, an unusable sampler a skip."""
+    if failure.kind == "crash":
+        insp.add("MLSEC-DATA-016", f"pyarrow crashed on this file: the isolated Arrow sampler process "
+                 f"{failure.detail}; its content was not scanned", key="arrow-crash",
+                 evidence={"reader": "pyarrow (isolated process)", "outcome": failure.detail})
+    elif failure.kind == "timeout":
+        insp.add("MLSEC-SCAN-001", f"Arrow sampler gave no answer within {timeout:g}s (the file may hang pyarrow); "
+                 "its content was not scanned", key="arrow-timeout",
+                 evidence={"timeout_seconds": f"{timeout:g}", "transient": "true"})
+    else:
+        insp.skip(f"content (personal data, credentials) not scanned: {failure.detail}; the schema was checked",
+                  "reader-unavailable")
+
+
+# --- results across the process boundary ------------------------------------------------
+
+_COVERAGE_INTS = ("bytes_scanned", "bytes_total", "rows_scanned")
+
+
+def coverage_to_json(cov: Coverage) -> dict[str, Any]:
+    """Every field of a :class:`Coverage` (plain JSON values)."""
+    return {"bytes_scanned": cov.bytes_scanned, "bytes_total": cov.bytes_total, "rows_scanned": cov.rows_scanned,
+            "rows_total": cov.rows_total, "rows_estimated": cov.rows_estimated, "note": cov.note}
+
+
+def coverage_from_json(data: Any, cov: Coverage) -> None:
+    """Set ``cov`` from :func:`coverage_to_json` output; ValueError/TypeError on anything else."""
+    if not isinstance(data, dict):
+        raise TypeError("coverage is not an object")
+    for name in _COVERAGE_INTS:
+        if type(data[name]) is not int or data[name] < 0:
+            raise ValueError(f"bad coverage {name}")
+    rows_total = data["rows_total"]
+    if rows_total is not None and type(rows_total) is not int:
+        raise ValueError("bad coverage rows_total")
+    if not isinstance(data["rows_estimated"], bool) or not isinstance(data["note"], str):
+        raise TypeError("bad coverage flags")
+    for name in _COVERAGE_INTS:
+        setattr(cov, name, data[name])
+    cov.rows_total, cov.rows_estimated, cov.note = rows_total, data["rows_estimated"], data["note"]
+
+
+def tally_to_json(tally: Tally) -> list[list[Any]]:
+    """The statistics of a :class:`Tally`: counts, first line, masked samples, formula functions.
+
+    Only what the findings and facts are built from; never ``sensitive_names`` (raw key names).
+    """
+    return [[cat, kind, column, st.count, st.line, list(st.samples), sorted(st.extra)]
+            for (cat, kind, column), st in tally.stats.items()]
+
+
+def tally_from_json(data: Any, tally: Tally) -> None:
+    """Add :func:`tally_to_json` output to ``tally``'s statistics; ValueError/TypeError on anything else."""
+    if not isinstance(data, list):
+        raise TypeError("tally is not a list")
+    for entry in data:
+        if not isinstance(entry, list) or len(entry) != 7:
+            raise ValueError("bad tally entry")
+        cat, kind, column, count, line, samples, extra = entry
+        if not (isinstance(cat, str) and isinstance(kind, str) and isinstance(column, str)):
+            raise TypeError("bad tally key")
+        if (cat == "pii" and kind not in PII_RULES) or (cat == "formula" and kind not in ("formula", "dde")) \
+                or cat not in ("pii", "secret", "formula"):
+            raise ValueError(f"unknown tally kind {cat}/{kind}")
+        if type(count) is not int or count < 1 or not (line is None or type(line) is int):
+            raise ValueError("bad tally count")
+        if not (isinstance(samples, list) and len(samples) <= MAX_SAMPLES and all(isinstance(x, str) for x in samples)):
+            raise ValueError("bad tally samples")
+        if not (isinstance(extra, list) and len(extra) <= 8 and all(isinstance(x, str) for x in extra)):
+            raise ValueError("bad tally extra")
+        tally.stats[(cat, kind, column)] = _Stat(count=count, line=line, samples=samples, extra=set(extra))
