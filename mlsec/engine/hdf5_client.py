@@ -42,10 +42,10 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from mlsec.engine import hdf5_worker
 from mlsec.engine.hdf5_worker import ACK, FRAME, MAX_HEADER, encode_frame
@@ -249,8 +249,17 @@ def _describe(returncode: int | None) -> str:
 _READERS: weakref.WeakSet[HDF5Reader] = weakref.WeakSet()
 
 
+T = TypeVar("T")
+
+
 class HDF5Reader:
-    """A lazily started, reused child process that reads HDF5 root attributes (see the module doc)."""
+    """A lazily started, reused child process that reads HDF5 root attributes (see the module doc).
+
+    The process management (start, hello, acknowledged requests, timeouts, restarts, exit and
+    fork hooks) is shared with the Arrow sampler, which subclasses this with its own request.
+    """
+
+    WHAT = "HDF5 reader"  # how messages name the child
 
     def __init__(self, command: Sequence[str] | None = None) -> None:
         self.command: tuple[str, ...] = tuple(command) if command is not None else default_command()
@@ -281,15 +290,22 @@ class HDF5Reader:
     def read(self, request: Request, timeout: float) -> Reply | Failure:
         """Send one file to the child and wait at most ``timeout`` seconds for its attributes."""
         frame = encode_frame(self._header(request, timeout), request.data)
+        return self._request(frame, len(request.attrs) * request.max_value,
+                             lambda header, blob: _parse_reply(header, blob, request), timeout)
+
+    def _request(self, frame: bytes, max_reply: int, parse: Callable[[dict[str, Any], bytes], T],
+                 timeout: float) -> T | Failure:
+        """One file through the child (started or restarted as needed; a child that died before
+        it took the request is replaced once); subclasses for other workers use the same path."""
         with self._lock:
             for _attempt in range(2):
                 proc = self._running()
                 if isinstance(proc, Failure):
                     return proc
-                outcome = self._exchange(proc, frame, request, timeout)
+                outcome = self._exchange(proc, frame, max_reply, parse, timeout)
                 if outcome is not None:
                     return outcome
-            return Failure("unavailable", "the HDF5 reader process exited twice before it took a request")
+            return Failure("unavailable", f"the {self.WHAT} process exited twice before it took a request")
 
     def _running(self) -> subprocess.Popen[bytes] | Failure:
         """The live child, started (again) when there is none or it died while idle."""
@@ -301,8 +317,8 @@ class HDF5Reader:
         self._stop(kill=True)  # died while idle: not the next file's doing
         return self._start()
 
-    def _exchange(self, proc: subprocess.Popen[bytes], frame: bytes, request: Request,
-                  timeout: float) -> Reply | Failure | None:
+    def _exchange(self, proc: subprocess.Popen[bytes], frame: bytes, max_reply: int,
+                  parse: Callable[[dict[str, Any], bytes], T], timeout: float) -> T | Failure | None:
         """One request/reply; None when the child died before it took the request (retry)."""
         assert proc.stdin is not None and proc.stdout is not None
         out, into = proc.stdin.fileno(), proc.stdout.fileno()
@@ -312,8 +328,8 @@ class HDF5Reader:
             if _read_exact(into, FRAME.size, deadline) != ACK:
                 raise _Garbage("no acknowledgement")
             self._busy = True  # from here on, the child holds the file
-            header, blob = _receive(into, deadline, len(request.attrs) * request.max_value)
-            return _parse_reply(header, blob, request)
+            header, blob = _receive(into, deadline, max_reply)
+            return parse(header, blob)
         except _Timeout:
             self._stop(kill=True)
             return Failure("timeout", f"gave no answer within {timeout:g}s")
@@ -367,15 +383,19 @@ class HDF5Reader:
         except (_Timeout, _Dead, _Garbage) as exc:
             returncode, tail = _finish(proc, graceful=False, kill=isinstance(exc, _Timeout | _Garbage))
             why = "did not start in time" if isinstance(exc, _Timeout) else _describe(returncode)
-            self._unavailable = Failure("unavailable", f"the HDF5 reader process {why}{tail}")
+            self._unavailable = Failure("unavailable", f"the {self.WHAT} process {why}{tail}")
             return self._unavailable
         proc.stderr.close()  # the child has pointed its stderr at the null device
         if hello.get("ready") is not True:
             _finish(proc, graceful=True)
-            self._unavailable = Failure("missing-h5py", str(hello.get("error", "h5py cannot be imported"))[:300])
+            self._unavailable = self._not_ready(hello)
             return self._unavailable
         self._proc = proc
         return proc
+
+    def _not_ready(self, hello: dict[str, Any]) -> Failure:
+        """Why a child that started could not serve (its library does not import there)."""
+        return Failure("missing-h5py", str(hello.get("error", "h5py cannot be imported"))[:300])
 
     def _stop(self, kill: bool) -> int | None:
         """Reap the current child (killing it first when ``kill``); its exit status."""
