@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +23,21 @@ SHARED = REPO.parent / "shared"
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's cache directory from tests."""
     monkeypatch.setenv("MLSEC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@contextlib.contextmanager
+def installed_worker(client: Any, fresh: Any) -> Iterator[Any]:
+    """Make ``fresh`` the shared worker of ``client`` (hdf5_client, arrow_client) for one test,
+    then stop it — resuming it first if the test left it SIGSTOPped — and put the old one back."""
+    previous = client.set_shared(fresh)
+    try:
+        yield fresh
+    finally:
+        if fresh.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(fresh.pid, signal.SIGCONT)
+        fresh.close()
+        client.set_shared(previous)
 
 
 def scan_path(path: str | os.PathLike[str], **options: object) -> ScanResult:

@@ -31,7 +31,7 @@ from mlsec.scanners.data_parquet import (
     safe_pyarrow,
 )
 from mlsec.scanners.data_text import BUDGET_ENV
-from tests.conftest import FIXTURES, scan_bytes, scan_path
+from tests.conftest import FIXTURES, installed_worker, scan_bytes, scan_path
 
 COLUMNAR = FIXTURES / "data" / "columnar"
 HF = FIXTURES / "data" / "hf_dataset"
@@ -459,22 +459,10 @@ def test_the_cve_rule_is_critical() -> None:
 @pytest.fixture
 def sampler(pa):  # type: ignore[no-untyped-def]
     """A fresh shared Arrow sampler for the test, stopped afterwards (even if left stopped)."""
-    import contextlib
-    import os
-    import signal
-
     from mlsec.engine import arrow_client
 
-    fresh = arrow_client.ArrowSampler()
-    previous = arrow_client.set_shared(fresh)
-    try:
+    with installed_worker(arrow_client, arrow_client.ArrowSampler()) as fresh:
         yield fresh
-    finally:
-        if fresh.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(fresh.pid, signal.SIGCONT)
-        fresh.close()
-        arrow_client.set_shared(previous)
 
 
 def _people(pa, path: Path) -> Path:  # type: ignore[no-untyped-def]

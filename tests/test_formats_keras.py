@@ -8,7 +8,6 @@ are written with h5py (those tests skip when it is absent). Bytecode is produced
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import dataclasses
 import io
@@ -32,7 +31,7 @@ from mlsec.engine import hdf5_client, hdf5_worker
 from mlsec.engine.context import Limits
 from mlsec.model import ScanResult, Severity
 from mlsec.pipeline import Options, run
-from tests.conftest import FIXTURES, at_least, rules_of, scan_bytes, scan_path
+from tests.conftest import FIXTURES, at_least, installed_worker, rules_of, scan_bytes, scan_path
 from tests.test_hostile import SYSTEM, globals_of, npy_object, system_pickle
 
 KERAS_DIR = FIXTURES / "formats" / "keras"
@@ -246,16 +245,8 @@ LAMBDA_H5_CONFIG = {"class_name": "Sequential", "config": {"layers": [
 def reader() -> Iterator[hdf5_client.HDF5Reader]:
     """A fresh shared reader for the test, stopped afterwards (even if the test left it stopped)."""
     pytest.importorskip("h5py")
-    fresh = hdf5_client.HDF5Reader()
-    previous = hdf5_client.set_shared(fresh)
-    try:
+    with installed_worker(hdf5_client, hdf5_client.HDF5Reader()) as fresh:
         yield fresh
-    finally:
-        if fresh.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(fresh.pid, signal.SIGCONT)
-        fresh.close()
-        hdf5_client.set_shared(previous)
 
 
 def hostile_h5(tmp_path: Path, name: str = "evil.h5") -> Path:

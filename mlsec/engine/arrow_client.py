@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from mlsec.engine import arrow_worker
 from mlsec.engine.hdf5_client import (
     Failure,
     HDF5Reader,
+    SharedWorker,
     _Garbage,
 )
 from mlsec.engine.hdf5_worker import encode_frame
@@ -89,28 +89,19 @@ def _parse(header: dict[str, Any], blob: bytes) -> SampleReply:
 # The process-wide sampler
 # ---------------------------------------------------------------------------------------------
 
-_shared: ArrowSampler | None = None
-_shared_lock = threading.Lock()
+_SHARED: SharedWorker[ArrowSampler] = SharedWorker(ArrowSampler)
 
 
 def shared() -> ArrowSampler:
     """The sampler every Parquet/Arrow file of this process goes through (created on first use)."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = ArrowSampler()
-        return _shared
+    return _SHARED.get()
 
 
 def set_shared(sampler: ArrowSampler | None) -> ArrowSampler | None:
     """Install another sampler (tests; embedders); returns the previous one, not closed. In-process only."""
-    global _shared
-    with _shared_lock:
-        previous, _shared = _shared, sampler
-        return previous
+    return _SHARED.set(sampler)
 
 
 def worker_pid() -> int | None:
     """Process id of the shared sampler's current child, if one is running."""
-    sampler = _shared
-    return sampler.pid if sampler is not None else None
+    return _SHARED.pid()

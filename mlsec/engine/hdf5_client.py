@@ -45,7 +45,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from mlsec.engine import hdf5_worker
 from mlsec.engine.hdf5_worker import ACK, FRAME, MAX_HEADER, encode_frame
@@ -476,32 +476,54 @@ if hasattr(os, "register_at_fork"):
 # The process-wide reader
 # ---------------------------------------------------------------------------------------------
 
-_shared: HDF5Reader | None = None
-_shared_lock = threading.Lock()
+W = TypeVar("W", bound=HDF5Reader)
+
+
+class SharedWorker(Generic[W]):
+    """The one worker of a kind in this process, created on first use.
+
+    Another may be installed (tests; embedders whose interpreter needs another command line):
+    an in-process call only, so nothing outside the process (environment, files, scanned
+    content) can choose the command that gets run. The previous worker is returned, not closed.
+    """
+
+    def __init__(self, make: Callable[[], W]) -> None:
+        self._make = make
+        self._worker: W | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> W:
+        """The worker every file of its kind goes through."""
+        with self._lock:
+            if self._worker is None:
+                self._worker = self._make()
+            return self._worker
+
+    def set(self, worker: W | None) -> W | None:
+        """Install ``worker``; return the one it replaces."""
+        with self._lock:
+            previous, self._worker = self._worker, worker
+            return previous
+
+    def pid(self) -> int | None:
+        """Process id of the current child, if one is running."""
+        worker = self._worker
+        return worker.pid if worker is not None else None
+
+
+_SHARED: SharedWorker[HDF5Reader] = SharedWorker(HDF5Reader)
 
 
 def shared() -> HDF5Reader:
     """The reader every HDF5 file of this process goes through (created on first use)."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = HDF5Reader()
-        return _shared
+    return _SHARED.get()
 
 
 def set_shared(reader: HDF5Reader | None) -> HDF5Reader | None:
-    """Install another reader (tests; embedders whose interpreter needs another command line).
-
-    Returns the previous one, which is not closed. An in-process call only: nothing outside the
-    process (environment, files, scanned content) can choose the command that gets run.
-    """
-    global _shared
-    with _shared_lock:
-        previous, _shared = _shared, reader
-        return previous
+    """Install another reader (see :class:`SharedWorker`); returns the previous one, not closed."""
+    return _SHARED.set(reader)
 
 
 def worker_pid() -> int | None:
     """Process id of the shared reader's current child, if one is running."""
-    reader = _shared
-    return reader.pid if reader is not None else None
+    return _SHARED.pid()
