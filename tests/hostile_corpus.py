@@ -233,6 +233,8 @@ def zf_file(payload: bytes) -> bytes:
 # -- protobuf wire format (ONNX, TensorFlow) ----------------------------------------------------
 
 def varint(n: int) -> bytes:
+    """Protobuf base-128 varint (negative numbers as their 64-bit two's complement, like protobuf)."""
+    n &= (1 << 64) - 1
     out = bytearray()
     while True:
         b = n & 0x7F

@@ -32,6 +32,7 @@ from mlsec.scanners.data_parquet import (
 )
 from mlsec.scanners.data_text import BUDGET_ENV
 from tests.conftest import FIXTURES, installed_worker, scan_bytes, scan_path
+from tests.hostile_corpus import varint
 
 COLUMNAR = FIXTURES / "data" / "columnar"
 HF = FIXTURES / "data" / "hf_dataset"
@@ -41,16 +42,6 @@ EXT = {b"ARROW:extension:name": b"arrow.py_extension_type", b"ARROW:extension:me
 
 
 # --- a tiny Thrift compact writer ---------------------------------------------------------
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
 
 def zz(n: int) -> bytes:
     return varint((n << 1) ^ (n >> 63))

@@ -15,29 +15,11 @@ import pytest
 
 from mlsec.model import Severity
 from tests.conftest import FIXTURES, at_least, rules_of, scan_bytes, scan_path
+from tests.hostile_corpus import pb_int as vi
+from tests.hostile_corpus import pb_len as ld
+from tests.hostile_corpus import varint
 
 ONNX_DIR = FIXTURES / "formats" / "onnx"
-
-
-# -- protobuf wire format ---------------------------------------------------------------------
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def vi(field: int, value: int) -> bytes:
-    return varint(field << 3) + varint(value)
-
-
-def ld(field: int, payload: bytes | str) -> bytes:
-    raw = payload.encode() if isinstance(payload, str) else payload
-    return varint(field << 3 | 2) + varint(len(raw)) + raw
 
 
 def tensor(name: str, dims: list[int], *, dtype: int = 1, raw: bytes | None = None,

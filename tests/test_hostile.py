@@ -45,7 +45,17 @@ from mlsec.engine.context import Limits
 from mlsec.model import Finding, ScanResult, Severity
 from mlsec.pipeline import Options, run
 from tests.conftest import at_least, globals_of, rules_of, scan_bytes, scan_path, worst
-from tests.hostile_corpus import frame, legacy_torch, legacy_torch_tar, npy_header, op_global, op_str, zf_file
+from tests.hostile_corpus import (
+    frame,
+    legacy_torch,
+    legacy_torch_tar,
+    npy_header,
+    op_global,
+    op_str,
+    tar_of,
+    zf_file,
+    zip_of,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Payload builders
@@ -162,25 +172,6 @@ def patch_zip(data: bytes, entry: str, *, or_flags: int = 0, crc: int | None = N
             pos = buf.find(sig, pos + 4)
     assert patched == 2, f"expected a local and a central header for {entry}, patched {patched}"
     return bytes(buf)
-
-
-def zip_of(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=method) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def tar_of(members: dict[str, bytes], mode: str = "w") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as tf:  # type: ignore[call-overload]
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 0
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C

@@ -21,7 +21,7 @@ from mlsec import gate
 from mlsec.model import Decision, ErrorRecord, ScanResult, Severity
 from mlsec.pipeline import Options, run
 from mlsec.report import FORMATS, renderer
-from tests.conftest import REPO, SHARED
+from tests.conftest import SHARED
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
